@@ -1,0 +1,83 @@
+"""Prompt templates of the paper (Section 3.1), by name.
+
+A template turns a problem into the prompt string and knows how its answer is written
+(``answer_format``) and where generation stops (``stop``). ``r1`` stops at ``</answer>``,
+which is kept in the output; ``qwen_math`` and ``no`` rely on the model's end of sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+AnswerFormat = Literal["boxed", "r1"]
+
+R1 = (
+    "A conversation between User and Assistant. The User asks a question, and the Assistant solves it. "
+    "The Assistant first thinks about the reasoning process in the mind and then provides the User with the answer. "
+    "The reasoning process is enclosed within <think> </think> and answer is enclosed within <answer> </answer> tags, "
+    "respectively, i.e., <think> reasoning process here </think> <answer> answer here </answer>.\nUser: {question}\nAssistant: <think>"
+)
+QWEN_MATH = (
+    "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{{}}.<|im_end|>\n"
+    "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+)
+NO_TEMPLATE = "{question}"
+
+
+@dataclass(frozen=True)
+class Template:
+    """A prompt template.
+
+    Attributes:
+        name: Registry name.
+        prompt: Format string with one ``{question}`` field (literal braces doubled).
+        answer_format: ``"boxed"`` (last ``\\boxed{}`` of the response) or ``"r1"``
+            (``</think> <answer> ... </answer>``).
+        stop: Strings that end generation; they are kept in the response.
+    """
+
+    name: str
+    prompt: str
+    answer_format: AnswerFormat = "boxed"
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+    def format(self, question: str) -> str:
+        """Return the prompt for ``question``."""
+        return self.prompt.format(question=question)
+
+
+_REGISTRY: dict[str, Template] = {}
+_ALIASES = {"none": "no", "no_template": "no", "qwen-math": "qwen_math", "qwen": "qwen_math"}
+
+
+def register_template(template: Template, *, overwrite: bool = False) -> Template:
+    """Add ``template`` to the registry under ``template.name`` and return it."""
+    if template.answer_format not in ("boxed", "r1"):
+        raise ValueError(f"answer_format must be 'boxed' or 'r1', got {template.answer_format!r}")
+    if "{question}" not in template.prompt:
+        raise ValueError(f"template {template.name!r} has no '{{question}}' field in its prompt")
+    if template.name in _REGISTRY and not overwrite:
+        raise ValueError(f"template {template.name!r} is already registered; pass overwrite=True to replace it")
+    _REGISTRY[template.name] = template
+    return template
+
+
+def get_template(name: str | Template) -> Template:
+    """Look a template up by name (``r1``, ``qwen_math``, ``no`` or a registered one)."""
+    if isinstance(name, Template):
+        return name
+    key = _ALIASES.get(str(name).strip().lower(), str(name).strip())
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown template {name!r}; known templates: {', '.join(available_templates())}")
+    return _REGISTRY[key]
+
+
+def available_templates() -> list[str]:
+    """Names of the registered templates."""
+    return sorted(_REGISTRY)
+
+
+register_template(Template("r1", R1, answer_format="r1", stop=("</answer>",)))
+register_template(Template("qwen_math", QWEN_MATH, answer_format="boxed"))
+register_template(Template("no", NO_TEMPLATE, answer_format="boxed"))
