@@ -1,0 +1,125 @@
+"""The Dr. GRPO / GRPO objective against values computed by hand."""
+
+import math
+
+import pytest
+import torch
+
+from trl_drgrpo.objective import STD_EPS, aggregate_token_losses, clipped_surrogate, group_advantages, k3_kl
+
+
+def test_drgrpo_advantage_is_reward_minus_group_mean():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0])
+    adv = group_advantages(rewards, group_size=4)
+    # group 1: mean 0.25 -> [0.75, -0.25, -0.25, -0.25]; group 2: mean 0.75 -> [0.25, 0.25, 0.25, -0.75]
+    expected = torch.tensor([0.75, -0.25, -0.25, -0.25, 0.25, 0.25, 0.25, -0.75])
+    torch.testing.assert_close(adv, expected)
+
+
+def test_grpo_advantage_divides_by_unbiased_group_std():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    adv = group_advantages(rewards, group_size=4, std_normalization=True)
+    std = math.sqrt((0.75**2 + 3 * 0.25**2) / 3)  # unbiased: sqrt(0.25) = 0.5
+    assert std == pytest.approx(0.5)
+    expected = torch.tensor([0.75, -0.25, -0.25, -0.25]) / (std + STD_EPS)
+    torch.testing.assert_close(adv, expected)
+
+
+def test_difficulty_bias_shows_only_with_std_normalization():
+    # An easy question (7/8 right) and a medium one (4/8 right): the single wrong answer of the easy one
+    # gets a larger penalty than a wrong answer of the medium one only when dividing by std.
+    easy = [1.0] * 7 + [0.0]
+    medium = [1.0] * 4 + [0.0] * 4
+    rewards = torch.tensor(easy + medium)
+    dr = group_advantages(rewards, 8)
+    grpo = group_advantages(rewards, 8, std_normalization=True)
+    assert dr[7].item() == pytest.approx(-0.875) and dr[15].item() == pytest.approx(-0.5)
+    assert abs(grpo[7].item()) > 2 * abs(grpo[15].item())
+
+
+def test_zero_spread_group_has_zero_advantage_both_ways():
+    rewards = torch.ones(4)
+    assert group_advantages(rewards, 4).abs().max() == 0
+    assert group_advantages(rewards, 4, std_normalization=True).abs().max() == 0
+
+
+def test_nan_rewards_are_left_out_and_get_zero_advantage():
+    rewards = torch.tensor([1.0, float("nan"), 0.0, 0.0])
+    adv = group_advantages(rewards, 4)
+    # mean over the three scored rewards = 1/3
+    torch.testing.assert_close(adv, torch.tensor([2 / 3, 0.0, -1 / 3, -1 / 3]))
+
+
+def test_group_advantages_rejects_a_partial_group():
+    with pytest.raises(ValueError, match="groups of 4"):
+        group_advantages(torch.zeros(6), 4)
+
+
+def _losses():
+    # two responses: lengths 2 and 4; token losses chosen so the sums are 3 and 8
+    per_token = torch.tensor([[1.0, 2.0, 9.0, 9.0], [1.0, 2.0, 2.0, 3.0]])
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.float32)
+    return per_token, mask
+
+
+def test_length_normalized_aggregation_is_mean_of_per_response_means():
+    per_token, mask = _losses()
+    loss = aggregate_token_losses(per_token, mask, length_normalization=True)
+    assert loss.item() == pytest.approx((3 / 2 + 8 / 4) / 2)
+
+
+def test_constant_normalizer_aggregation_divides_every_response_by_the_budget():
+    per_token, mask = _losses()
+    loss = aggregate_token_losses(per_token, mask, length_normalization=False, normalizer=10)
+    assert loss.item() == pytest.approx((3 / 10 + 8 / 10) / 2)
+
+
+def test_length_bias_direction():
+    # Same negative advantage on every token: GRPO's per-token weight is 1/|o_i|, so a long wrong answer is
+    # penalised less per token than a short one; Dr. GRPO weighs every token the same.
+    mask = torch.tensor([[1.0, 1.0, 0, 0, 0, 0, 0, 0], [1.0] * 8])
+    per_token = torch.ones(2, 8, requires_grad=True)
+    aggregate_token_losses(per_token, mask, length_normalization=True).backward()
+    grpo_grad = per_token.grad.clone()
+    per_token.grad = None
+    aggregate_token_losses(per_token, mask, normalizer=8).backward()
+    assert grpo_grad[0, 0] == pytest.approx(4 * grpo_grad[1, 0].item())
+    assert per_token.grad[0, 0] == per_token.grad[1, 0]
+
+
+def test_empty_response_counts_as_length_one_and_invalid_normalizer_fails():
+    per_token = torch.ones(1, 3)
+    mask = torch.zeros(1, 3)
+    assert aggregate_token_losses(per_token, mask, length_normalization=True).item() == 0.0
+    for bad in (None, 0, -1.0):
+        with pytest.raises(ValueError, match="positive constant normalizer"):
+            aggregate_token_losses(per_token, mask, normalizer=bad)
+
+
+def test_clipped_surrogate_hand_values():
+    logp = torch.log(torch.tensor([[1.5, 0.5, 1.1]]))
+    old = torch.zeros(1, 3)
+    # A > 0: min(rho*A, clip(rho)*A) -> rho clipped at 1.2 above, kept below
+    loss, ratio = clipped_surrogate(logp, old, torch.tensor([2.0]))
+    torch.testing.assert_close(ratio, torch.tensor([[1.5, 0.5, 1.1]]))
+    torch.testing.assert_close(loss, -torch.tensor([[1.2 * 2, 0.5 * 2, 1.1 * 2]]))
+    # A < 0: min picks the more pessimistic value -> rho kept above, clipped at 0.8 below
+    loss, _ = clipped_surrogate(logp, old, torch.tensor([-1.0]))
+    torch.testing.assert_close(loss, torch.tensor([[1.5, 0.8, 1.1]]))
+    # delta caps the unclipped ratio for negative advantages
+    loss, _ = clipped_surrogate(logp, old, torch.tensor([-1.0]), delta=1.3)
+    torch.testing.assert_close(loss, torch.tensor([[1.3, 0.8, 1.1]]))
+
+
+def test_clipped_surrogate_gradient_at_ratio_one_is_the_policy_gradient():
+    logp = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    loss, _ = clipped_surrogate(logp, logp.detach(), torch.tensor([0.5]))
+    loss.sum().backward()
+    torch.testing.assert_close(logp.grad, torch.tensor([[-0.5, -0.5]]))
+
+
+def test_k3_kl_is_zero_at_equality_and_positive_otherwise():
+    a = torch.tensor([-1.0, -2.0])
+    assert k3_kl(a, a).abs().max() == 0
+    d = 0.3
+    assert k3_kl(torch.tensor([0.0]), torch.tensor([d])).item() == pytest.approx(math.exp(d) - d - 1)

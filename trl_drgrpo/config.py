@@ -1,0 +1,195 @@
+"""Configuration: ``DrGRPOConfig`` (the paper's recipe as defaults) and the training script's arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig, ScriptArguments
+
+# TRL names for the same switches: loss_type <-> length normalization, scale_rewards <-> std normalization.
+_LOSS_TYPE = {True: "grpo", False: "dr_grpo"}
+_SCALE_REWARDS = {True: "group", False: "none"}
+# GRPOConfig options whose code paths DrGRPOTrainer's loss does not implement, with their neutral value.
+_UNSUPPORTED = {
+    "importance_sampling_level": "token",
+    "top_entropy_quantile": 1.0,
+    "entropy_coef": 0.0,
+    "use_adaptive_entropy": False,
+    "off_policy_mask_threshold": None,
+    "multi_objective_aggregation": "sum_then_normalize",
+}
+
+
+@dataclass
+class DrGRPOConfig(GRPOConfig):
+    r"""
+    Configuration for [`DrGRPOTrainer`]: TRL's [`~trl.GRPOConfig`] with the defaults of the paper's Dr. GRPO
+    recipe and two switches that reproduce its 2x2 ablation.
+
+    Parameters:
+        length_normalization (`bool`, defaults to `False`):
+            Divide each response's token-loss sum by its own length |o_i| (GRPO). `False` divides by one constant
+            (`loss_normalizer`) instead, removing the length bias (Dr. GRPO).
+        std_normalization (`bool`, defaults to `False`):
+            Divide each group's advantages by the std of its rewards (GRPO). `False` keeps
+            `A_i = r_i - mean(r)`, removing the question-difficulty bias (Dr. GRPO).
+        loss_normalizer (`float` or `None`, defaults to `None`):
+            The constant of Dr. GRPO's aggregation. `None` uses `max_completion_length`, the generation budget.
+        truncated_completion_reward (`float` or `None`, defaults to `0.0`):
+            Reward given to every reward function's score for a response that hit `max_completion_length` without
+            an end of sequence. `None` keeps the rewards the functions returned.
+        correct_reward_threshold (`float`, defaults to `1.0`):
+            A response whose total reward is at least this counts as correct in the logged length metrics.
+
+    Defaults that differ from `GRPOConfig`: `max_completion_length=3000`, `lr_scheduler_type="constant"`,
+    `adam_beta2=0.95`, `vllm_importance_sampling_correction=False`; `beta=0` (no KL, no reference model),
+    `temperature=1.0`, `top_p=1.0`, `top_k=0`, `num_generations=8`, `learning_rate=1e-6`, `epsilon=0.2`,
+    `num_iterations=1`, `weight_decay=0.0`, `max_grad_norm=1.0` are restated for clarity. `loss_type` and
+    `scale_rewards` are derived from the switches; setting them to a contradicting value is an error.
+    """
+
+    length_normalization: bool = field(
+        default=False,
+        metadata={
+            "help": "Divide each response's loss by its own length |o_i| (GRPO; brings back the length bias)."
+        },
+    )
+    std_normalization: bool = field(
+        default=False,
+        metadata={
+            "help": "Divide advantages by the group's reward std (GRPO; brings back the difficulty bias)."
+        },
+    )
+    loss_normalizer: float | None = field(
+        default=None,
+        metadata={
+            "help": "Dr. GRPO's constant loss normalizer. None uses max_completion_length (the budget)."
+        },
+    )
+    truncated_completion_reward: float | None = field(
+        default=0.0,
+        metadata={
+            "help": "Reward for responses cut at max_completion_length. None keeps the reward functions' score."
+        },
+    )
+    correct_reward_threshold: float = field(
+        default=1.0,
+        metadata={
+            "help": "Total reward at or above which a response counts as correct in the length metrics."
+        },
+    )
+
+    # The paper's recipe (Section 3.3 / Appendix): overridden or restated GRPOConfig defaults.
+    max_completion_length: int | None = field(
+        default=3000, metadata={"help": "Generation budget in tokens (the paper: 3000)."}
+    )
+    learning_rate: float = field(
+        default=1e-6, metadata={"help": "AdamW learning rate (the paper: 1e-6, constant)."}
+    )
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "Learning-rate schedule."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (the paper: 0.95)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clip."})
+    beta: float = field(
+        default=0.0, metadata={"help": "KL coefficient. 0 = no KL term and no reference model."}
+    )
+    num_generations: int | None = field(default=8, metadata={"help": "Responses sampled per question (G)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature for rollouts."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling for rollouts (1.0 = off)."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling for rollouts (0 = off)."})
+    epsilon: float = field(default=0.2, metadata={"help": "PPO clip range epsilon."})
+    num_iterations: int = field(default=1, metadata={"help": "Optimisation epochs per generated batch (mu)."})
+    vllm_importance_sampling_correction: bool = field(
+        default=False,
+        metadata={"help": "TRL's vLLM/trainer importance-sampling correction (the paper has none)."},
+    )
+    loss_type: str | None = field(
+        default=None,
+        metadata={"help": "Derived from length_normalization ('grpo' if on, else 'dr_grpo'); leave unset."},
+    )
+    scale_rewards: str | None = field(
+        default=None,
+        metadata={"help": "Derived from std_normalization ('group' if on, else 'none'); leave unset."},
+    )
+
+    def __post_init__(self) -> None:
+        self._derive_trl_switches()
+        super().__post_init__()
+        if self.max_completion_length is None or self.max_completion_length <= 0:
+            raise ValueError(
+                f"max_completion_length must be a positive integer, got {self.max_completion_length}"
+            )
+        if self.loss_normalizer is None:
+            self.loss_normalizer = float(self.max_completion_length)
+        if self.loss_normalizer <= 0:
+            raise ValueError(
+                f"loss_normalizer must be positive (Dr. GRPO divides by it), got {self.loss_normalizer}; "
+                "leave it unset to use max_completion_length"
+            )
+        for name, neutral in _UNSUPPORTED.items():
+            if getattr(self, name) != neutral:
+                raise ValueError(
+                    f"DrGRPOTrainer does not implement {name}={getattr(self, name)!r}; leave it at {neutral!r} "
+                    "or use trl.GRPOTrainer for that variant"
+                )
+
+    def _derive_trl_switches(self) -> None:
+        """Fill TRL's `loss_type`/`scale_rewards` from the two switches, refusing a contradiction."""
+        scale = {True: "group", False: "none"}.get(
+            self.scale_rewards, self.scale_rewards
+        )  # TRL accepts bools
+        wanted = {
+            "loss_type": _LOSS_TYPE[self.length_normalization],
+            "scale_rewards": _SCALE_REWARDS[self.std_normalization],
+        }
+        given = {"loss_type": self.loss_type, "scale_rewards": scale}
+        switch = {"loss_type": "length_normalization", "scale_rewards": "std_normalization"}
+        for name, value in given.items():
+            if value is not None and value != wanted[name]:
+                raise ValueError(
+                    f"{name}={value!r} contradicts {switch[name]}={getattr(self, switch[name])}: DrGRPOConfig derives "
+                    f"{name} from {switch[name]} ({wanted[name]!r}). Set {switch[name]} instead and leave {name} unset."
+                )
+        self.loss_type, self.scale_rewards = wanted["loss_type"], wanted["scale_rewards"]
+
+
+@dataclass
+class DrGRPOScriptArguments(ScriptArguments):
+    """Arguments of `recipes/train.py` beyond the model and training configs."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Hub dataset id, a `save_to_disk` folder, or a .json/.jsonl/.parquet file."},
+    )
+    problem_column: str = field(default="problem", metadata={"help": "Column holding the question."})
+    answer_column: str = field(default="answer", metadata={"help": "Column holding the gold answer."})
+    template: str = field(
+        default="qwen_math", metadata={"help": "Prompt template: r1, qwen_math, no (or registered)."}
+    )
+    reward_num_workers: int = field(
+        default=2, metadata={"help": "Grading worker processes per training process."}
+    )
+    reward_timeout_s: float = field(
+        default=1.0, metadata={"help": "Hard time limit for grading one response."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N questions."})
+    eval_benchmarks: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated benchmarks for in-training eval (aime,amc,math,minerva,olympiad_bench)."
+        },
+    )
+    eval_every_steps: int = field(default=16, metadata={"help": "In-training eval every N optimizer steps."})
+    eval_limit: int | None = field(
+        default=None, metadata={"help": "Evaluate only the first N problems per benchmark."}
+    )
+    eval_data: str | None = field(
+        default=None, metadata={"help": "load_from_disk folder of benchmarks; None = Hub."}
+    )
+    eval_max_tokens: int | None = field(
+        default=None, metadata={"help": "Eval budget; None = max_completion_length."}
+    )
+    eval_template: str | None = field(
+        default=None, metadata={"help": "Eval template; None = the training template."}
+    )
