@@ -922,12 +922,13 @@ def evaluate(
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
     _check_sampling(n, temperature, top_p, max_tokens)
+    backend_name = resolve_backend(backend) if backend is None or isinstance(backend, str) else None
     config = {
         "model": _model_id(model),
         "model_name": model_name or Path(_model_id(model).rstrip("/")).name,
         "template": template.name,
         "benchmarks": names,
-        "backend": backend if isinstance(backend, str) or backend is None else type(backend).__name__,
+        "backend": backend_name or type(backend).__name__,
         "data": None if data is None or not isinstance(data, (str, os.PathLike)) else str(data),
         "n": n,
         "temperature": temperature,
@@ -945,10 +946,9 @@ def evaluate(
     done = {(r["benchmark"], r["index"]) for r in records}
 
     gen_backend: Any = backend
-    if backend is None or isinstance(backend, str):
-        config["backend"] = resolve_backend(backend)
+    if backend_name is not None:
         gen_backend = make_backend(
-            config["backend"],
+            backend_name,
             model,
             tokenizer=tokenizer,
             batch_size=batch_size,
