@@ -1,0 +1,109 @@
+"""Train a model with Dr. GRPO (or one of the paper's ablations) on a math dataset.
+
+    accelerate launch [--config_file accelerate_configs/<x>.yaml] recipes/train.py \
+        --config recipes/<model>/<experiment>.yaml [--any_field value ...]
+
+The YAML holds flat keys of `DrGRPOScriptArguments`, `DrGRPOConfig` and TRL's `ModelConfig`. A run resumes from
+the last checkpoint in `output_dir` when there is one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch.distributed as dist
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig, TrlParser, get_peft_config
+
+from trl_drgrpo import DrGRPOConfig, DrGRPOScriptArguments, DrGRPOTrainer, get_template
+from trl_drgrpo.data import load_problems, to_prompt_dataset
+from trl_drgrpo.rewards import MathReward
+
+logger = logging.getLogger("trl_drgrpo.train")
+
+
+def build_callbacks(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig) -> list:
+    """The in-training evaluation callback, when `eval_benchmarks` is set."""
+    if not script_args.eval_benchmarks:
+        return []
+    from trl_drgrpo.eval_callback import EvaluationCallback
+
+    return [
+        EvaluationCallback(
+            benchmarks=script_args.eval_benchmarks,
+            every_n_steps=script_args.eval_every_steps,
+            template=script_args.eval_template or script_args.template,
+            limit=script_args.eval_limit,
+            data=script_args.eval_data,
+            max_tokens=script_args.eval_max_tokens or training_args.max_completion_length,
+            output_dir=training_args.output_dir,
+        )
+    ]
+
+
+def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_args: ModelConfig) -> None:
+    if not script_args.dataset_name:
+        raise ValueError("dataset_name is required: a Hub dataset id, a save_to_disk folder or a data file")
+    if not model_args.model_name_or_path:
+        raise ValueError("model_name_or_path is required: a Hub model id or a local folder")
+    template = get_template(script_args.template)  # fails early, listing the known templates
+
+    init_kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    training_args.model_init_kwargs = {**init_kwargs, **(training_args.model_init_kwargs or {})}
+    if training_args.use_vllm and template.stop and not (training_args.generation_kwargs or {}).get("stop"):
+        # r1 ends its answer with </answer>; vLLM stops there and keeps the tag for the grader.
+        stop = {"stop": list(template.stop), "include_stop_str_in_output": True}
+        training_args.generation_kwargs = {**(training_args.generation_kwargs or {}), **stop}
+
+    problems = load_problems(
+        script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split
+    )
+    dataset = to_prompt_dataset(
+        problems,
+        template,
+        script_args.problem_column,
+        script_args.answer_column,
+        script_args.max_train_samples,
+    )
+    reward = MathReward(
+        template=template,
+        answer_column=script_args.answer_column,
+        timeout_s=script_args.reward_timeout_s,
+        num_workers=script_args.reward_num_workers,
+    )
+    trainer = DrGRPOTrainer(
+        model=model_args.model_name_or_path,
+        reward_funcs=reward,
+        args=training_args,
+        train_dataset=dataset,
+        peft_config=get_peft_config(model_args),
+        callbacks=build_callbacks(script_args, training_args),
+    )
+    checkpoint = training_args.resume_from_checkpoint or get_last_checkpoint(training_args.output_dir)
+    if checkpoint:
+        logger.info("Resuming from %s", checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model(training_args.output_dir)
+        if trainer.accelerator.is_main_process:
+            trainer.processing_class.save_pretrained(training_args.output_dir)
+    finally:
+        reward.close()
+        if dist.is_available() and dist.is_initialized():
+            # A barrier before tear-down avoids a rank aborting at exit while another still writes.
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((DrGRPOScriptArguments, DrGRPOConfig, ModelConfig))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    main(*make_parser().parse_args_and_config())

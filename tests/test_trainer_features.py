@@ -1,0 +1,159 @@
+"""DrGRPOTrainer keeps GRPOTrainer's features: short real training runs on the tiny model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoTokenizer
+from trl import GRPOConfig
+
+from trl_drgrpo import DrGRPOConfig, DrGRPOTrainer
+
+QUESTIONS = ["1+1=", "2+3=", "7-4=", "3*3="]
+
+
+def digit_reward(completions, **kwargs) -> list[float]:
+    """Fraction of characters that are digits: varies within a group even for a random model."""
+    return [sum(ch.isdigit() for ch in _text(c)) / max(len(_text(c)), 1) for c in completions]
+
+
+def length_reward(completions, **kwargs) -> list[float]:
+    return [min(len(_text(c)), 20) / 20 for c in completions]
+
+
+def _text(completion) -> str:
+    return completion if isinstance(completion, str) else completion[-1]["content"]
+
+
+def _args(tmp_path, **overrides) -> DrGRPOConfig:
+    values = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        learning_rate=1e-3,
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
+        # The random tiny model never ends a response, so keep the rewards of truncated responses.
+        truncated_completion_reward=None,
+    )
+    values.update(overrides)
+    return DrGRPOConfig(**values)
+
+
+def _train(tiny_model_dir, args, dataset=None, **kwargs) -> DrGRPOTrainer:
+    trainer = DrGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=kwargs.pop("reward_funcs", digit_reward),
+        args=args,
+        train_dataset=dataset or Dataset.from_dict({"prompt": QUESTIONS}),
+        **kwargs,
+    )
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    changed = [
+        n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(before[n], p)
+    ]
+    assert changed, "training must update the trainable parameters"
+    return trainer
+
+
+def _logged(trainer, key: str) -> list[float]:
+    return [entry[key] for entry in trainer.state.log_history if key in entry]
+
+
+def test_logs_the_paper_metrics(tiny_model_dir, tmp_path):
+    trainer = _train(tiny_model_dir, _args(tmp_path))
+    assert len(_logged(trainer, "loss")) == 2
+    for key in ("drgrpo/truncated_fraction", "drgrpo/zero_std_group_fraction", "reward", "entropy"):
+        assert _logged(trainer, key), key
+    assert _logged(trainer, "drgrpo/correct_mean_length") or _logged(trainer, "drgrpo/incorrect_mean_length")
+
+
+def test_grad_accumulation_steps_per_generation_and_num_iterations(tiny_model_dir, tmp_path):
+    args = _args(
+        tmp_path,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        steps_per_generation=4,
+        num_iterations=2,
+    )
+    trainer = _train(tiny_model_dir, args)
+    assert trainer.state.global_step == 2
+
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_several_weighted_reward_functions_and_conversational_prompts(tiny_model_dir, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    if tokenizer.chat_template is None:
+        tokenizer.chat_template = CHATML
+    dataset = Dataset.from_dict({"prompt": [[{"role": "user", "content": q}] for q in QUESTIONS]})
+    args = _args(tmp_path, reward_weights=[1.0, 0.5])
+    trainer = _train(
+        tiny_model_dir,
+        args,
+        dataset=dataset,
+        reward_funcs=[digit_reward, length_reward],
+        processing_class=tokenizer,
+    )
+    assert _logged(trainer, "rewards/length_reward/mean")
+
+
+def test_peft_lora_trains_only_the_adapter(tiny_model_dir, tmp_path):
+    peft = pytest.importorskip("peft")
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    trainer = _train(tiny_model_dir, _args(tmp_path), peft_config=config)
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_plain_grpo_config_is_refused_with_a_hint(tiny_model_dir, tmp_path):
+    with pytest.raises(TypeError, match="DrGRPOConfig"):
+        DrGRPOTrainer(
+            model=tiny_model_dir,
+            reward_funcs=digit_reward,
+            args=GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False),
+            train_dataset=Dataset.from_dict({"prompt": QUESTIONS}),
+        )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"num_generations": 1}, "at least 2 generations"),
+        ({"loss_normalizer": 0.0}, "loss_normalizer must be positive"),
+        ({"loss_type": "dapo"}, "contradicts length_normalization"),
+        ({"scale_rewards": "group"}, "contradicts std_normalization"),
+        ({"length_normalization": True, "loss_type": "dr_grpo"}, "contradicts length_normalization"),
+        ({"importance_sampling_level": "sequence"}, "does not implement importance_sampling_level"),
+    ],
+)
+def test_invalid_config_values_fail_at_construction(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _args(tmp_path, **overrides)
+
+
+def test_paper_defaults():
+    args = DrGRPOConfig(output_dir="unused", use_cpu=True, bf16=False)
+    assert (args.length_normalization, args.std_normalization, args.beta) == (False, False, 0.0)
+    assert (args.loss_type, args.scale_rewards) == ("dr_grpo", "none")
+    assert args.max_completion_length == 3000 and args.loss_normalizer == 3000.0
+    assert (args.temperature, args.top_p, args.top_k, args.num_generations) == (1.0, 1.0, 0, 8)
+    assert (
+        args.learning_rate == 1e-6
+        and getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type) == "constant"
+    )
+    assert (args.adam_beta1, args.adam_beta2, args.weight_decay, args.max_grad_norm) == (0.9, 0.95, 0.0, 1.0)
+    assert (args.epsilon, args.num_iterations, args.vllm_importance_sampling_correction) == (0.2, 1, False)
+    assert args.truncated_completion_reward == 0.0 and args.correct_reward_threshold == 1.0

@@ -1,0 +1,57 @@
+"""Loading question/answer datasets and turning them into TRL prompt datasets with a template."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+from .templates import Template, get_template
+
+_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def load_problems(name: str, config: str | None = None, split: str = "train") -> Dataset:
+    """Load one split from a Hub dataset id, a ``save_to_disk`` folder or a .json/.jsonl/.parquet/.csv file."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        data = load_from_disk(str(path))
+        if isinstance(data, DatasetDict):
+            if split not in data:
+                raise ValueError(f"split {split!r} not in {path}; splits there: {', '.join(data)}")
+            return data[split]
+        return data
+    if path.suffix.lower() in _FILE_BUILDERS:
+        if not path.is_file():
+            raise FileNotFoundError(f"dataset file {path} does not exist")
+        return load_dataset(_FILE_BUILDERS[path.suffix.lower()], data_files=str(path), split="train")
+    if path.exists() or name.startswith((".", "/", "~")):
+        raise FileNotFoundError(
+            f"{name!r} is not a dataset folder (save_to_disk) or a .json/.jsonl/.parquet/.csv file"
+        )
+    return load_dataset(name, config, split=split)
+
+
+def to_prompt_dataset(
+    dataset: Dataset,
+    template: str | Template,
+    problem_column: str = "problem",
+    answer_column: str = "answer",
+    max_samples: int | None = None,
+) -> Dataset:
+    """Add a ``prompt`` column (the template applied to ``problem_column``) and keep ``answer_column`` for the reward.
+
+    Other columns are dropped, so the reward sees exactly the gold answer.
+    """
+    template = get_template(template)
+    missing = [c for c in (problem_column, answer_column) if c not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"dataset has no column(s) {missing}; its columns are {dataset.column_names}. "
+            "Set problem_column / answer_column to the right names."
+        )
+    if max_samples is not None:
+        dataset = dataset.select(range(min(max_samples, len(dataset))))
+    prompts = [template.format(str(q)) for q in dataset[problem_column]]
+    keep = dataset.select_columns([answer_column])
+    return keep.add_column("prompt", prompts)
