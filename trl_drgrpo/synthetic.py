@@ -1,0 +1,156 @@
+"""A small synthetic arithmetic task with gold answers, and worked examples to pretrain on.
+
+Problems read ``"What is 37 + 48?"`` (addition, subtraction with a non-negative result, small
+multiplication); the gold answer is the integer as a string, so ``trl_drgrpo.grader`` can check a
+``\\boxed{}`` answer against it.
+
+``pretraining_texts`` writes worked solutions in a few styles, and deliberately corrupts some of them
+(a systematic slip of the answer, or a final answer left out of ``\\boxed{}``), so that a model
+pretrained on them starts with partial accuracy and reinforcement learning has something to fix.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from datasets import Dataset
+
+from .templates import Template, get_template
+
+OPERATORS = ("+", "-", "*")
+_STYLES = (
+    "{a} {op} {b} = {r}. The answer is {final}.",
+    "We compute {a} {op} {b}. {a} {op} {b} = {r}. So the final answer is {final}.",
+    "Let's think step by step. The question asks for {a} {op} {b}. Working it out, {a} {op} {b} = {r}. "
+    "Therefore, the answer is {final}.",
+)
+
+
+def _apply(a: int, op: str, b: int) -> int:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    raise ValueError(f"operator must be one of {OPERATORS}, got {op!r}")
+
+
+def _draw(
+    rng: random.Random, ops: Sequence[str], max_operand: int, max_mul_operand: int
+) -> tuple[int, str, int]:
+    op = rng.choice(list(ops))
+    hi = max_mul_operand if op == "*" else max_operand
+    a, b = rng.randint(0, hi), rng.randint(0, hi)
+    if op == "-" and b > a:
+        a, b = b, a
+    return a, op, b
+
+
+def _check_options(ops: Sequence[str], max_operand: int, max_mul_operand: int) -> None:
+    bad = [op for op in ops if op not in OPERATORS]
+    if not ops or bad:
+        raise ValueError(f"ops must be a non-empty subset of {OPERATORS}, got {tuple(ops)!r}")
+    if max_operand < 1 or max_mul_operand < 1:
+        raise ValueError(
+            f"max_operand and max_mul_operand must be >= 1, got {max_operand}, {max_mul_operand}"
+        )
+
+
+def format_problem(a: int, op: str, b: int) -> str:
+    """The question text for ``a op b``."""
+    return f"What is {a} {op} {b}?"
+
+
+def parse_problem(problem: str) -> tuple[int, str, int]:
+    """Inverse of ``format_problem``: ``"What is 3 + 4?"`` -> ``(3, "+", 4)``."""
+    parts = problem.strip().removeprefix("What is ").removesuffix("?").split()
+    if len(parts) != 3 or parts[1] not in OPERATORS:
+        raise ValueError(f"expected a problem like 'What is 3 + 4?', got {problem!r}")
+    try:
+        return int(parts[0]), parts[1], int(parts[2])
+    except ValueError as err:
+        raise ValueError(f"expected integer operands in {problem!r}") from err
+
+
+def make_arithmetic_dataset(
+    n: int,
+    seed: int = 0,
+    *,
+    ops: Sequence[str] = OPERATORS,
+    max_operand: int = 20,
+    max_mul_operand: int = 9,
+) -> Dataset:
+    """``n`` random problems as a ``Dataset`` with columns ``problem`` (str) and ``answer`` (str)."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    _check_options(ops, max_operand, max_mul_operand)
+    rng = random.Random(seed)
+    rows = [_draw(rng, ops, max_operand, max_mul_operand) for _ in range(n)]
+    return Dataset.from_dict(
+        {
+            "problem": [format_problem(a, op, b) for a, op, b in rows],
+            "answer": [str(_apply(a, op, b)) for a, op, b in rows],
+        }
+    )
+
+
+def worked_example(
+    problem: str,
+    answer: str | int,
+    template: str | Template = "no",
+    *,
+    style: int = 0,
+    boxed: bool = True,
+    eos: str = "<|endoftext|>",
+) -> str:
+    """Prompt (``template`` applied to ``problem``) followed by a short worked solution and ``eos``.
+
+    The solution states ``answer`` (whatever it is: pass a wrong one to make a flawed example) and,
+    when ``boxed``, ends with ``\\boxed{answer}``.
+    """
+    a, op, b = parse_problem(problem)
+    final = f"\\boxed{{{answer}}}" if boxed else str(answer)
+    solution = _STYLES[style % len(_STYLES)].format(a=a, op=op, b=b, r=answer, final=final)
+    return get_template(template).format(problem) + " " + solution + eos
+
+
+def pretraining_examples(
+    n: int,
+    seed: int = 0,
+    *,
+    template: str | Template = "no",
+    error_rate: float = 0.6,
+    error_offset: int = 1,
+    unboxed_rate: float = 0.2,
+    ops: Sequence[str] = OPERATORS,
+    max_operand: int = 20,
+    max_mul_operand: int = 9,
+    eos: str = "<|endoftext|>",
+) -> list[tuple[str, str]]:
+    """``n`` worked examples as ``(prompt, completion)``; see ``pretraining_texts``."""
+    for name, rate in (("error_rate", error_rate), ("unboxed_rate", unboxed_rate)):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {rate}")
+    data = make_arithmetic_dataset(n, seed, ops=ops, max_operand=max_operand, max_mul_operand=max_mul_operand)
+    rng = random.Random(seed + 1_000_003)
+    examples = []
+    for problem, answer in zip(data["problem"], data["answer"], strict=True):
+        stated = int(answer) + error_offset if rng.random() < error_rate else int(answer)
+        style, boxed = rng.randrange(len(_STYLES)), rng.random() >= unboxed_rate
+        text = worked_example(problem, stated, template, style=style, boxed=boxed, eos=eos)
+        prompt = get_template(template).format(problem)
+        examples.append((prompt, text[len(prompt) :]))
+    return examples
+
+
+def pretraining_texts(n: int, seed: int = 0, **kwargs) -> list[str]:
+    """``n`` worked examples; a fraction ``error_rate`` state ``answer + error_offset`` instead of the answer.
+
+    The slip is systematic (always the same offset), so a model that learns the corpus prefers the wrong
+    answer when ``error_rate > 0.5`` while still giving the right one a fair share of its samples.
+    A fraction ``unboxed_rate`` leaves the final answer out of ``\\boxed{}`` (a format error the reward sees).
+    Keyword arguments are those of ``pretraining_examples``.
+    """
+    return [prompt + completion for prompt, completion in pretraining_examples(n, seed, **kwargs)]
