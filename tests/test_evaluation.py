@@ -294,7 +294,6 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.slow
 def test_end_to_end_tiny_model_all_benchmarks(tmp_path, tiny_model_dir, eval_suite_path):
     out = tmp_path / "run"
     summary = evaluate(
@@ -370,7 +369,6 @@ def test_template_stop_strings_reach_the_backend(tmp_path, eval_suite_path):
     assert backend.stops == [("</answer>", "\n\nUser:")]
 
 
-@pytest.mark.slow
 def test_killed_run_resumes_without_duplicates(tmp_path, tiny_backend, eval_suite_path):
     out = tmp_path / "run"
     kwargs = dict(data=str(eval_suite_path), max_tokens=8, limit=2, chunk_size=1, show_progress=False)

@@ -1,0 +1,274 @@
+"""Tests of the in-training EvaluationCallback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from trl_drgrpo.eval_callback import EvaluationCallback
+from trl_drgrpo.evaluation import load_benchmark
+
+BENCHMARKS = ["math", "amc"]
+
+
+def _zero_reward(completions, **kwargs):
+    return [0.0] * len(completions)
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_callback_in_a_tiny_grpo_run(tmp_path, tiny_model_dir, eval_suite_path):
+    from trl import GRPOConfig, GRPOTrainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    args = GRPOConfig(
+        output_dir=str(tmp_path / "run"),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        num_generations=2,
+        max_completion_length=4,
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        seed=0,
+    )
+    callback = EvaluationCallback(
+        ",".join(BENCHMARKS), every_n_steps=1, template="qwen_math", limit=2, data=str(eval_suite_path),
+        max_tokens=8,
+    )  # fmt: skip
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=_zero_reward,
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": ["1+1=", "2+3=", "3+4=", "5+5="]}),
+        processing_class=tok,
+        callbacks=[callback],
+    )
+    callback.bind(trainer)
+    trainer.train()
+
+    history = trainer.state.log_history
+    evals = [h for h in history if "eval/average/accuracy" in h]
+    assert [h["step"] for h in evals] == [
+        1,
+        2,
+    ]  # every step; not repeated at train end (step 2 was just done)
+    for h in evals:
+        for name in BENCHMARKS:
+            assert 0.0 <= h[f"eval/{name}/accuracy"] <= 1.0
+            assert 0 < h[f"eval/{name}/mean_response_tokens"] <= 8
+        assert h["eval/average/accuracy"] == pytest.approx(
+            sum(h[f"eval/{name}/accuracy"] for name in BENCHMARKS) / len(BENCHMARKS)
+        )
+    # The training logs of both steps are still there, with GRPO's own metrics.
+    train_logs = [h for h in history if "loss" in h]
+    assert [h["step"] for h in train_logs] == [1, 2]
+    assert all("completions/mean_length" in h for h in train_logs)
+    assert model.training  # restored after each evaluation
+
+    for step in (1, 2):
+        out = tmp_path / "run" / "eval" / f"step_{step}"
+        assert sorted(p.name for p in out.iterdir()) == [
+            "config.json",
+            "results.md",
+            "samples.jsonl",
+            "summary.json",
+        ]
+        samples = _lines(out / "samples.jsonl")
+        assert [(r["benchmark"], r["index"]) for r in samples] == [
+            (b, i) for b in BENCHMARKS for i in range(2)
+        ]
+        assert all(r["prompt"].startswith("<|im_start|>system") for r in samples)
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["step"] == step and summary["config"]["temperature"] == 0.0
+        assert "| MATH500 |" in (out / "results.md").read_text()
+
+
+def test_callback_arguments_are_checked():
+    with pytest.raises(ValueError, match="every_n_steps must be >= 1"):
+        EvaluationCallback("math", every_n_steps=0)
+    with pytest.raises(ValueError, match="unknown benchmark 'gsm8k'"):
+        EvaluationCallback("gsm8k")
+    with pytest.raises(ValueError, match="unknown template"):
+        EvaluationCallback("math", template="chatml")
+    callback = EvaluationCallback("math")
+    with pytest.raises(RuntimeError, match=r"call callback.bind\(trainer\)"):
+        callback.evaluate_now(1, None)
+
+
+def test_unbound_callback_uses_the_model_it_is_given(tmp_path, tiny_model_dir, eval_suite_path):
+    from transformers import TrainingArguments
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model.train()
+    callback = EvaluationCallback(
+        "amc", limit=1, data=str(eval_suite_path), max_tokens=4, output_dir=tmp_path
+    )
+    metrics = callback.evaluate_now(3, TrainingArguments(output_dir=str(tmp_path), report_to=[]), model=model,
+                                    processing_class=tok)  # fmt: skip
+    assert set(metrics) == {"eval/amc/accuracy", "eval/amc/mean_response_tokens", "eval/amc/truncated",
+                            "eval/average/accuracy"}  # fmt: skip
+    assert model.training
+    assert len(_lines(tmp_path / "eval" / "step_3" / "samples.jsonl")) == 1
+
+
+# ---- fake trainers: the vLLM colocate path and multi-process sharding ------------------------
+
+
+class FakeAccelerator:
+    def __init__(self, rank: int = 0, world: int = 1):
+        self.process_index, self.num_processes = rank, world
+        self.is_main_process = rank == 0
+
+    def unwrap_model(self, model):
+        return model
+
+
+class FakeLLM:
+    """Stands in for ``vllm.LLM``: answers every prompt with a boxed gold-looking number."""
+
+    def __init__(self):
+        self.prompts: list[str] = []
+        self.params = []
+
+    def generate(self, prompts, sampling_params=None, use_tqdm=False):
+        self.prompts += prompts
+        self.params.append(sampling_params)
+        out = types.SimpleNamespace(text="so \\boxed{7}", token_ids=[1, 2, 3], finish_reason="stop")
+        return [types.SimpleNamespace(outputs=[out] * sampling_params.kwargs["n"]) for _ in prompts]
+
+
+class FakeVLLMGeneration:
+    def __init__(self, tensor_parallel_size: int = 1):
+        self.llm, self.tensor_parallel_size, self.enable_sleep_mode, self.synced = (
+            FakeLLM(),
+            tensor_parallel_size,
+            False,
+            0,
+        )
+
+    def sync_weights(self):
+        self.synced += 1
+
+
+class FakeTrainer:
+    def __init__(self, rank=0, world=1, use_vllm=True, tp=1):
+        self.args = types.SimpleNamespace(use_vllm=use_vllm, vllm_mode="colocate", output_dir=None)
+        self.accelerator = FakeAccelerator(rank, world)
+        self.state = types.SimpleNamespace(global_step=5)
+        self.vllm_generation = FakeVLLMGeneration(tp)
+        self._last_loaded_step = 4
+        self.model = types.SimpleNamespace(training=True, eval=lambda: None, train=lambda: None)
+        self.logged: list[dict] = []
+
+    def log(self, logs):
+        self.logged.append(logs)
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    module = types.ModuleType("vllm")
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    module.SamplingParams = SamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    return module
+
+
+@pytest.fixture
+def gather_by_hand(monkeypatch):
+    """``gather_object`` across simulated ranks: returns whatever the test queued for the collective."""
+    import accelerate.utils
+
+    queued: list[list] = []
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda local: [r for rank in queued for r in rank])
+    return queued
+
+
+def test_vllm_colocate_path_syncs_weights_and_logs(tmp_path, eval_suite_path, fake_vllm):
+    trainer = FakeTrainer()
+    callback = EvaluationCallback(
+        "amc,aime", limit=3, data=str(eval_suite_path), max_tokens=11, output_dir=tmp_path
+    )
+    callback.bind(trainer)
+    metrics = callback.evaluate_now(5)
+    vg = trainer.vllm_generation
+    assert vg.synced == 1 and trainer._last_loaded_step == 5  # weights pushed once for this step
+    callback.evaluate_now(5)
+    assert vg.synced == 1  # already in sync
+    params = vg.llm.params[0].kwargs
+    assert params["temperature"] == 0.0 and params["max_tokens"] == 11 and params["n"] == 1
+    assert params["include_stop_str_in_output"] is True
+    assert len(vg.llm.prompts) == 12
+    assert trainer.logged[0] == metrics
+    assert metrics["eval/amc/mean_response_tokens"] == 3.0
+    golds = [str(load_benchmark("amc", str(eval_suite_path))[i]["answer"]) for i in range(3)]
+    assert metrics["eval/amc/accuracy"] == pytest.approx(sum(g in ("7", "7.0") for g in golds) / 3)
+    assert (tmp_path / "eval" / "step_5" / "summary.json").exists()
+
+
+def test_vllm_tensor_parallel_groups_share_prompts(tmp_path, eval_suite_path, fake_vllm, gather_by_hand):
+    # 4 ranks, TP=2: ranks {0,1} and {2,3} form two engines; each group takes half of the problems.
+    problems_by_rank, records = {}, []
+    for rank in range(4):
+        trainer = FakeTrainer(rank=rank, world=4, tp=2)
+        callback = EvaluationCallback("minerva", limit=5, data=str(eval_suite_path), max_tokens=4).bind(
+            trainer
+        )
+        problems_by_rank[rank] = callback._generate_vllm(trainer, callback.problems())
+        records += problems_by_rank[rank]
+    indices = {r: [x["index"] for x in recs] for r, recs in problems_by_rank.items()}
+    assert indices[0] == indices[1] == [0, 2, 4] and indices[2] == indices[3] == [1, 3]
+    gather_by_hand.append(records)
+    trainer = FakeTrainer(rank=0, world=4, tp=2)
+    callback = EvaluationCallback("minerva", limit=5, data=str(eval_suite_path), max_tokens=4).bind(trainer)
+    gathered = callback._generate_records(trainer)
+    assert [r["index"] for r in gathered] == [0, 1, 2, 3, 4]  # duplicates of the TP group removed
+
+
+def test_transformers_path_shards_pads_and_gathers(tmp_path, tiny_model_dir, eval_suite_path, monkeypatch,
+                                                   gather_by_hand):  # fmt: skip
+    import trl.models.utils
+
+    @contextlib.contextmanager
+    def plain_unwrap(model, accelerator, **kwargs):
+        yield model
+
+    monkeypatch.setattr(trl.models.utils, "unwrap_model_for_generation", plain_unwrap)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    shards = []
+    for rank in range(2):
+        trainer = FakeTrainer(rank=rank, world=2, use_vllm=False)
+        trainer.model = trainer.model_wrapped = model
+        trainer.processing_class = tok
+        trainer.args.ds3_gather_for_generation = True
+        callback = EvaluationCallback("aime", limit=3, data=str(eval_suite_path), max_tokens=3).bind(trainer)
+        shards.append(callback._generate_transformers(trainer, callback.problems()))
+    # 3 problems over 2 ranks: rank 0 gets [0, 2], rank 1 gets [1] padded to [1, 1] to keep generate in step.
+    assert [[r["index"] for r in shard] for shard in shards] == [[0, 2], [1, 1]]
+    gather_by_hand.append(shards[0] + shards[1])
+    trainer = FakeTrainer(rank=0, world=2, use_vllm=False)
+    trainer.args.output_dir = str(tmp_path)
+    callback = EvaluationCallback("aime", limit=3, data=str(eval_suite_path), max_tokens=3).bind(trainer)
+    callback._generate_transformers = lambda *a: shards[0]
+    metrics = callback.evaluate_now(7)
+    samples = _lines(tmp_path / "eval" / "step_7" / "samples.jsonl")
+    assert [r["index"] for r in samples] == [0, 1, 2]
+    assert trainer.logged == [metrics]
