@@ -272,3 +272,61 @@ def test_transformers_path_shards_pads_and_gathers(tmp_path, tiny_model_dir, eva
     samples = _lines(tmp_path / "eval" / "step_7" / "samples.jsonl")
     assert [r["index"] for r in samples] == [0, 1, 2]
     assert trainer.logged == [metrics]
+
+
+# ---- real multi-process run ------------------------------------------------------------------
+
+_DIST_SCRIPT = """
+import json, sys
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import GRPOConfig, GRPOTrainer
+from trl_drgrpo.eval_callback import EvaluationCallback
+
+model_dir, suite, out = sys.argv[1:4]
+args = GRPOConfig(output_dir=out, max_steps=1, per_device_train_batch_size=2, num_generations=2,
+                  max_completion_length=4, use_cpu=True, bf16=False, report_to=[], logging_steps=1,
+                  save_strategy="no", seed=0, learning_rate=0.0)
+callback = EvaluationCallback("aime,amc", every_n_steps=1, limit=3, data=suite, max_tokens=6)
+trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir),
+                      reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=args,
+                      train_dataset=Dataset.from_dict({"prompt": ["1+1=", "2+3=", "3+4=", "5+5="]}),
+                      processing_class=AutoTokenizer.from_pretrained(model_dir), callbacks=[callback])
+callback.bind(trainer)
+trainer.train()
+with open(f"{out}/history_{trainer.accelerator.process_index}.json", "w") as f:
+    json.dump({"world": trainer.accelerator.num_processes, "history": callback.history}, f)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_shard_and_gather(tmp_path, tiny_model_dir, eval_suite_path):
+    """Two CPU ranks (torchrun, gloo): every rank logs the same metrics and the files hold each problem once,
+    with the responses a single-process evaluation of the same (unchanged, lr=0) model gives."""
+    import os
+    import subprocess
+
+    from trl_drgrpo.evaluation import evaluate
+
+    script = tmp_path / "run.py"
+    script.write_text(_DIST_SCRIPT)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           tiny_model_dir, str(eval_suite_path), str(out)]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = [json.loads((out / f"history_{rank}.json").read_text()) for rank in range(2)]
+    assert [r["world"] for r in runs] == [2, 2]
+    assert runs[0]["history"] == runs[1]["history"] and len(runs[0]["history"]) == 1
+    samples = _lines(out / "eval" / "step_1" / "samples.jsonl")
+    assert [(r["benchmark"], r["index"]) for r in samples] == [
+        (b, i) for b in ("aime", "amc") for i in range(3)
+    ]
+
+    single = tmp_path / "single"
+    evaluate(tiny_model_dir, "qwen_math", "aime,amc", "transformers", single, data=str(eval_suite_path), limit=3,
+             max_tokens=6, show_progress=False)  # fmt: skip
+    expected = _lines(single / "samples.jsonl")
+    assert [r["response"] for r in samples] == [r["response"] for r in expected]
