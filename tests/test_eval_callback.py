@@ -144,6 +144,9 @@ class FakeLLM:
         self.prompts: list[str] = []
         self.params = []
 
+    def get_tokenizer(self):
+        return types.SimpleNamespace(get_added_vocab=lambda: {"<|im_end|>": 2, "<|endoftext|>": 0})
+
     def generate(self, prompts, sampling_params=None, use_tqdm=False):
         self.prompts += prompts
         self.params.append(sampling_params)
@@ -215,6 +218,7 @@ def test_vllm_colocate_path_syncs_weights_and_logs(tmp_path, eval_suite_path, fa
     params = vg.llm.params[0].kwargs
     assert params["temperature"] == 0.0 and params["max_tokens"] == 11 and params["n"] == 1
     assert params["include_stop_str_in_output"] is True
+    assert params["stop_token_ids"] == [2] and params["stop"] is None  # qwen_math ends its turn at <|im_end|>
     assert len(vg.llm.prompts) == 12
     assert trainer.logged[0] == metrics
     assert metrics["eval/amc/mean_response_tokens"] == 3.0

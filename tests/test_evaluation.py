@@ -154,6 +154,21 @@ def test_transformers_backend_stops_at_stop_string(tiny_backend):
     assert stop in tail
 
 
+def test_special_token_stops_end_generation_as_tokens(tiny_backend):
+    tok = tiny_backend.tokenizer
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert ev.split_special_stops(tok, ("<|im_end|>", "</answer>")) == ([im_end], ["</answer>"])
+    assert ev.effective_stops(ev.get_template("qwen_math")) == ("<|im_end|>",)
+    assert ev.effective_stops(ev.get_template("r1"), ["x"]) == ("</answer>", "x")
+    assert ev.effective_stops(ev.get_template("no")) == ()
+    ids = tok("12 + 3", add_special_tokens=False)["input_ids"]
+    pad = tok.pad_token_id
+    ended = {im_end, pad}
+    gen = tiny_backend._to_generation([*ids, im_end, pad, pad], ended, ())
+    assert gen == Generation("12 + 3", len(ids) + 1, True)
+    assert tiny_backend._to_generation(ids, ended, ()) == Generation("12 + 3", len(ids), False)
+
+
 def test_transformers_backend_greedy_n_and_budget(tiny_backend):
     out = tiny_backend.generate(["a", "bb", "ccc"], 2, 0.0, 1.0, 5, (), 0)
     assert [len(g) for g in out] == [2, 2, 2]
@@ -367,6 +382,8 @@ def test_template_stop_strings_reach_the_backend(tmp_path, eval_suite_path):
         "m", "r1", "amc", backend, tmp_path / "r", data=str(eval_suite_path), limit=1, stop=["\n\nUser:"]
     )
     assert backend.stops == [("</answer>", "\n\nUser:")]
+    evaluate("m", "qwen_math", "amc", backend, tmp_path / "q", data=str(eval_suite_path), limit=1)
+    assert backend.stops[-1] == ("<|im_end|>",)
 
 
 def test_killed_run_resumes_without_duplicates(tmp_path, tiny_backend, eval_suite_path):

@@ -30,6 +30,7 @@ from .evaluation import (
     VLLMBackend,
     atomic_write_text,
     build_summary,
+    effective_stops,
     generate_and_grade,
     load_benchmark,
     resolve_benchmarks,
@@ -249,7 +250,7 @@ class EvaluationCallback(TrainerCallback):
             "max_tokens": self.max_tokens,
             "limit": self.limit,
             "seed": None,
-            "stop": [],
+            "stop": list(effective_stops(self.template)),
         }
 
     def _summarize(self, records: list[dict]) -> dict:

@@ -36,6 +36,7 @@ SUMMARY_FILE = "summary.json"
 RESULTS_FILE = "results.md"
 CONFIG_FILE = "config.json"
 BACKENDS = ("auto", "vllm", "transformers")
+CHAT_END = "<|im_end|>"
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,6 +225,31 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[:best], True) if best >= 0 else (text, False)
 
 
+def split_special_stops(tokenizer: Any, stop: Sequence[str]) -> tuple[list[int], list[str]]:
+    """Split ``stop`` into token ids of single added/special tokens (e.g. ``<|im_end|>``) and plain strings.
+
+    Special tokens are dropped from decoded text, so they can only end generation as token ids.
+    """
+    added = tokenizer.get_added_vocab() if hasattr(tokenizer, "get_added_vocab") else {}
+    ids = [added[s] for s in stop if s in added]
+    return ids, [s for s in stop if s and s not in added]
+
+
+def effective_stops(template: Template, extra: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The template's stop strings, the chat end marker when the prompt uses one, then ``extra``.
+
+    With the chat-style ``qwen_math`` template a base model closes its turn with ``<|im_end|>``;
+    without stopping there it would start a new turn and ramble to the token budget.
+    """
+    stops = list(template.stop)
+    if CHAT_END in template.prompt:
+        stops.append(CHAT_END)
+    for s in extra or ():
+        if s and s not in stops:
+            stops.append(s)
+    return tuple(stops)
+
+
 class _StopStringCriteria:
     """Stops each sequence once its generated tail contains one of the stop strings."""
 
@@ -304,7 +330,8 @@ class TransformersBackend:
         greedy = temperature == 0
         per_prompt = 1 if greedy else n
         torch.manual_seed(seed)
-        eos_ids = self._eos_ids()
+        stop_ids, stop = split_special_stops(self.tokenizer, stop)
+        eos_ids = self._eos_ids() + [i for i in stop_ids if i not in self._eos_ids()]
         pad_id = self.tokenizer.pad_token_id
         ended = set(eos_ids) | ({pad_id} if pad_id is not None else set())
         results: list[list[Generation]] = []
@@ -394,6 +421,7 @@ class VLLMBackend:
             enable_prefix_caching=True,
         )
         self.llm = llm
+        self._hf_tokenizer: Any = None
         self._workers: list[_VLLMWorker] = []
         if llm is None and data_parallel_size > 1:
             self._workers = [
@@ -417,8 +445,15 @@ class VLLMBackend:
     ) -> list[list[Generation]]:
         """Generate ``n`` samples per prompt with vLLM (greedy when temperature is 0)."""
         _check_sampling(n, temperature, top_p, max_tokens)
+        stop_ids, stop = split_special_stops(self._tokenizer(), stop)
         params = dict(
-            n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, stop=list(stop), seed=seed
+            n=n,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            stop=list(stop),
+            stop_token_ids=stop_ids,
+            seed=seed,
         )
         if not self._workers:
             return _vllm_generate(self.llm, list(prompts), params, self.show_progress)
@@ -431,6 +466,15 @@ class VLLMBackend:
             for j, gens in enumerate(out):
                 merged[rank + j * len(self._workers)] = gens
         return merged
+
+    def _tokenizer(self) -> Any:
+        if self.llm is not None:
+            return self.llm.get_tokenizer()
+        if self._hf_tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._hf_tokenizer = AutoTokenizer.from_pretrained(self.engine_kwargs["model"])
+        return self._hf_tokenizer
 
     def close(self) -> None:
         """Stop the data-parallel worker processes."""
@@ -448,6 +492,7 @@ def _vllm_generate(llm: Any, prompts: list[str], params: dict, show_progress: bo
         top_p=params["top_p"],
         max_tokens=params["max_tokens"],
         stop=params["stop"] or None,
+        stop_token_ids=params.get("stop_token_ids") or None,
         include_stop_str_in_output=True,
         seed=params["seed"],
     )
@@ -626,7 +671,7 @@ def generate_and_grade(
 
     template = get_template(template)
     prompts = [template.format(p.problem) for p in problems]
-    stops = tuple(template.stop) + tuple(s for s in (stop or ()) if s not in template.stop)
+    stops = effective_stops(template, stop)
     generations = backend.generate(prompts, n, temperature, top_p, max_tokens, stops, seed)
     if len(generations) != len(problems):
         raise RuntimeError(f"backend returned {len(generations)} results for {len(problems)} prompts")
@@ -911,7 +956,7 @@ def evaluate(
         tensor_parallel_size: vLLM tensor parallel size (GPUs per engine).
         data_parallel_size: vLLM engines, each on its own GPUs, sharing the prompts.
         chunk_size: Problems generated between two saves (default: 4 batches, or 256 with vLLM).
-        stop: Extra stop strings on top of the template's.
+        stop: Extra stop strings on top of the template's (and ``<|im_end|>`` for chat templates).
         model_name: Name shown in the table (default: the model's folder name).
         max_model_len: vLLM context length.
         show_progress: Show progress bars.
@@ -936,7 +981,7 @@ def evaluate(
         "max_tokens": max_tokens,
         "limit": limit,
         "seed": seed if temperature > 0 else None,  # greedy results do not depend on the seed
-        "stop": list(stop or []),
+        "stop": list(effective_stops(template, stop)),
         "batch_size": batch_size,
         "tensor_parallel_size": tensor_parallel_size,
         "data_parallel_size": data_parallel_size,
