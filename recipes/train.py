@@ -9,7 +9,10 @@ the last checkpoint in `output_dir` when there is one.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
+import sys
 
 import torch.distributed as dist
 from transformers.trainer_utils import get_last_checkpoint
@@ -39,6 +42,20 @@ def build_callbacks(script_args: DrGRPOScriptArguments, training_args: DrGRPOCon
             output_dir=training_args.output_dir,
         )
     ]
+
+
+def import_object(path: str):
+    """Import `package.module.name` (the current directory is importable, as for TRL's scripts)."""
+    module_name, _, name = path.rpartition(".")
+    if not module_name:
+        raise ValueError(f"{path!r} is not an import path of the form module.function")
+    sys.path.insert(0, os.getcwd())
+    return getattr(importlib.import_module(module_name), name)
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-N` folder in `output_dir`, if any (the folder may not exist yet on every rank)."""
+    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
 
 
 def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_args: ModelConfig) -> None:
@@ -83,8 +100,9 @@ def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_
         train_dataset=dataset,
         peft_config=get_peft_config(model_args),
         callbacks=build_callbacks(script_args, training_args),
+        rollout_func=import_object(script_args.rollout_func) if script_args.rollout_func else None,
     )
-    checkpoint = training_args.resume_from_checkpoint or get_last_checkpoint(training_args.output_dir)
+    checkpoint = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)
     if checkpoint:
         logger.info("Resuming from %s", checkpoint)
     try:

@@ -174,6 +174,12 @@ class DrGRPOScriptArguments(ScriptArguments):
         default=1.0, metadata={"help": "Hard time limit for grading one response."}
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N questions."})
+    rollout_func: str | None = field(
+        default=None,
+        metadata={
+            "help": "Import path `module.function` of a TRL rollout_func replacing generation (advanced)."
+        },
+    )
     eval_benchmarks: str | None = field(
         default=None,
         metadata={

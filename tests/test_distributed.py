@@ -1,0 +1,124 @@
+"""`recipes/train.py` under `accelerate launch` with 2 CPU processes gives the per-step loss of one process.
+
+The global batch is fixed by a deterministic rollout (tests/distributed/rollouts.py), one group of 8 generations
+per step, split 4/4 across the two ranks, so the group statistics need the gathered rewards. Two optimisation
+passes per rollout (num_iterations=2) make the second step's loss depend on the updated weights, so the check
+covers gradient synchronisation too. Traps of CPU launches: see ../shared/notes/cpu-distributed.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from datasets import Dataset, DatasetDict
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "recipes" / "train.py"
+STEPS = 4
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def workload(tiny_model_dir, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("dist")
+    pairs = [(a, b) for a in range(2, 9) for b in range(3, 6)]
+    data = Dataset.from_dict(
+        {"problem": [f"{a}+{b}=" for a, b in pairs], "answer": [str(a + b) for a, b in pairs]}
+    )
+    DatasetDict({"train": data}).save_to_disk(str(root / "data"))
+    recipe = {
+        "model_name_or_path": tiny_model_dir,
+        "dataset_name": str(root / "data"),
+        "template": "no",
+        "rollout_func": "tests.distributed.rollouts.fixed_rollout",
+        "num_generations": 8,
+        "max_completion_length": 24,
+        "num_iterations": 2,
+        "learning_rate": 1e-2,
+        "max_steps": STEPS,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": STEPS,
+        "use_cpu": True,
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "report_to": "none",
+        "reward_num_workers": 0,
+        "seed": 0,
+    }
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    return root
+
+
+def _train(workload: Path, name: str, launcher: list[str], per_device_batch: int) -> list[dict]:
+    out = workload / name
+    shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1", "DS_ACCELERATOR": "cpu"}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    cmd = [
+        *launcher,
+        str(SCRIPT),
+        "--config",
+        str(workload / "recipe.yaml"),
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        str(per_device_batch),
+    ]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    state = json.loads((out / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())
+    return [h for h in state["log_history"] if "loss" in h]
+
+
+def _accelerate(config: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "accelerate_configs" / config),
+    ]
+
+
+@pytest.fixture(scope="module")
+def single_process(workload) -> list[dict]:
+    return _train(workload, "single", [sys.executable], per_device_batch=8)
+
+
+def _assert_same_steps(reference: list[dict], other: list[dict]) -> None:
+    assert len(reference) == len(other) == STEPS
+    assert any(abs(h["loss"]) > 1e-4 for h in reference), "the workload must produce a non-zero loss"
+    for ref, got in zip(reference, other):
+        assert got["loss"] == pytest.approx(ref["loss"], abs=1e-6), (ref, got)
+        assert got["grad_norm"] == pytest.approx(ref["grad_norm"], rel=1e-5, abs=1e-7), (ref, got)
+        assert got.get("reward") == pytest.approx(ref.get("reward"), abs=1e-7)
+
+
+def test_ddp_two_processes_match_one(workload, single_process):
+    _assert_same_steps(
+        single_process, _train(workload, "ddp", _accelerate("cpu_ddp.yaml"), per_device_batch=4)
+    )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
+def test_deepspeed_zero2_two_processes_match_one(workload, single_process):
+    _assert_same_steps(
+        single_process, _train(workload, "zero2", _accelerate("cpu_zero2.yaml"), per_device_batch=4)
+    )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
+def test_deepspeed_zero3_two_processes_match_one(workload, single_process):
+    _assert_same_steps(
+        single_process, _train(workload, "zero3", _accelerate("cpu_zero3.yaml"), per_device_batch=4)
+    )
