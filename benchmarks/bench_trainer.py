@@ -57,7 +57,7 @@ def _fixed_rollout_factory(max_len: int):
         tok = trainer.processing_class
         rng = random.Random(len(prompts))
         completion_ids = []
-        for i, _ in enumerate(prompts):
+        for _ in prompts:
             length = rng.randint(max_len // 4, max_len)
             ids = [rng.randrange(3, len(tok) - 3) for _ in range(length)]
             if length < max_len:
@@ -138,7 +138,7 @@ def run_one(which: str, opts: argparse.Namespace) -> dict:
     else:
         trainer.train()
         peak = torch.cuda.max_memory_allocated() if cuda else None
-    times = [b - a for a, b in zip([start, *ends[:-1]], ends)][opts.warmup :]
+    times = [b - a for a, b in zip([start, *ends[:-1]], ends, strict=True)][opts.warmup :]
     return {"which": which, "step_times": times, "peak_bytes": peak}
 
 

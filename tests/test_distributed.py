@@ -98,7 +98,7 @@ def single_process(workload) -> list[dict]:
 def _assert_same_steps(reference: list[dict], other: list[dict]) -> None:
     assert len(reference) == len(other) == STEPS
     assert any(abs(h["loss"]) > 1e-4 for h in reference), "the workload must produce a non-zero loss"
-    for ref, got in zip(reference, other):
+    for ref, got in zip(reference, other, strict=True):
         assert got["loss"] == pytest.approx(ref["loss"], abs=1e-6), (ref, got)
         assert got["grad_norm"] == pytest.approx(ref["grad_norm"], rel=1e-5, abs=1e-7), (ref, got)
         assert got.get("reward") == pytest.approx(ref.get("reward"), abs=1e-7)
