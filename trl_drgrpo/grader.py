@@ -147,15 +147,18 @@ def _fix_fracs(s: str) -> str:
     return s
 
 
+_UNIT_TEXT_RE = re.compile(r"\\text\s*\{([^{}]*)\}(\^\{?-?\d+\}?)?")
+
+
 def _strip_units(s: str) -> str:
     """Drop ``\\text{unit}`` blocks and known unit words when a number/expression remains."""
-    without_text = _TEXT_RE.sub(lambda m: "" if re.fullmatch(r"[A-Za-z\s.]*", m.group(1)) else m.group(0), s)
-    without_text = re.sub(r"\^\{?-?\d\}?(?=$|\s)", lambda m: m.group(0), without_text)
-    candidate = _UNIT_RE.sub("", without_text)
-    candidate = re.sub(r"^\s*\^\{?-?\d+\}?|(?<=[\s}])\^\{?-?\d+\}?\s*$", "", candidate).strip()
+    candidate = _UNIT_TEXT_RE.sub(
+        lambda m: "" if re.fullmatch(r"[A-Za-z\s.]*", m.group(1)) else m.group(0), s
+    )
+    candidate = _UNIT_RE.sub("", candidate).strip()
     if candidate and re.search(r"\d", candidate):
         return candidate
-    return _TEXT_RE.sub(lambda m: m.group(1), s)  # words only ("\text{Evelyn}"): unwrap instead
+    return _TEXT_RE.sub(lambda m: m.group(1), s)  # words only ("\\text{Evelyn}"): unwrap instead
 
 
 def normalize_answer(answer: Any) -> str:
@@ -407,6 +410,8 @@ def _safe_for_symbolic(s: str) -> bool:
         return False
     if not _balanced(s) or _DANGEROUS_RE.search(s) or _NESTED_POW_RE.search(s):
         return False
+    if re.search(r"[\d)}]\s*_", s):  # latex2sympy drops subscripts of numbers: 4343_6 would read as 4343
+        return False
     if any(len(d) > 60 for d in re.findall(r"\d+", s)):
         return False
     for m in _BIG_EXP_RE.finditer(s):
@@ -570,6 +575,9 @@ def _equiv_normalized(pred: str, gold: str, deadline: float, allow_math_verify: 
         return False
     if re.fullmatch(r"[A-Za-z ]+", pred) and re.fullmatch(r"[A-Za-z ]+", gold) and len(gold) > 1:
         return pred.lower() == gold.lower()  # words ("Evelyn", "east") compare case-insensitively
+    pb, gb = _BASE_RE.fullmatch(pred), _BASE_RE.fullmatch(gold)
+    if pb or gb:  # numbers written in a base: 4343_6
+        return bool(pb and gb) and _base_value(pb) == _base_value(gb) is not None
     pn, gn = parse_number(pred, normalized=True), parse_number(gold, normalized=True)
     if pn is not None and gn is not None:
         return numbers_equal(pn, gn)  # final: never let a looser checker overrule exact numbers
@@ -584,6 +592,17 @@ def _equiv_normalized(pred: str, gold: str, deadline: float, allow_math_verify: 
     if allow_math_verify and time.monotonic() <= deadline:
         return _math_verify_equal(pred, gold)
     return False
+
+
+_BASE_RE = re.compile(r"([0-9A-Za-z]{1,64})_\{?(\d{1,2})\}?")
+
+
+def _base_value(m: re.Match) -> int | None:
+    base = int(m.group(2))
+    try:
+        return int(m.group(1), base) if 2 <= base <= 36 else None
+    except ValueError:
+        return None
 
 
 def _gold_list(gold: Any) -> list[str]:
