@@ -124,3 +124,27 @@ def test_unknown_split_lists_the_splits(tmp_path, tiny_model_dir):
     DatasetDict({"test": _problems(2)}).save_to_disk(str(data))
     with pytest.raises(ValueError, match="splits there: test"):
         _main_with(tmp_path, tiny_model_dir, str(data))
+
+
+@pytest.mark.slow
+def test_in_training_evaluation_from_the_recipe(tiny_model_dir, tmp_path, eval_suite_path):
+    data = tmp_path / "train.jsonl"
+    _problems().to_json(str(data))
+    recipe = _recipe(
+        tmp_path,
+        tiny_model_dir,
+        str(data),
+        max_steps=1,
+        save_steps=10,
+        eval_benchmarks="aime,amc",
+        eval_data=str(eval_suite_path),
+        eval_limit=2,
+        eval_every_steps=1,
+        eval_max_tokens=8,
+    )
+    result = _run(recipe)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "eval/average/accuracy" in result.stdout + result.stderr
+    samples = (tmp_path / "run" / "eval" / "step_1" / "samples.jsonl").read_text().splitlines()
+    assert sorted({json.loads(line)["benchmark"] for line in samples}) == ["aime", "amc"]
+    assert len(samples) == 4
