@@ -49,6 +49,9 @@ class PretrainArguments:
     weight_decay: float = 0.01
     seed: int = 0
     log_every: int = 50
+    # torch threads (0 = torch's default). 1 is often fastest on a small shared CPU: spinning OpenMP
+    # threads slow down many-fold when other processes compete for the cores.
+    num_threads: int = 0
 
 
 def _encode(tokenizer, examples: list[tuple[str, str]]) -> list[tuple[list[int], int]]:
@@ -85,13 +88,16 @@ def pretrain(
 ) -> str:
     """Build a tiny model (or load ``init_dir``), train it on worked examples, save to ``output_dir``.
 
-    Returns ``output_dir``. The loss covers completion tokens only.
+    Returns ``output_dir``, which also gets ``pretrain_log.json`` (arguments, per-step losses). The loss covers
+    completion tokens only.
     """
     args = args or PretrainArguments()
     if args.steps < 1 or args.batch_size < 1 or args.num_examples < 1:
         raise ValueError(
             f"steps, batch_size and num_examples must be >= 1, got {args.steps}, {args.batch_size}, {args.num_examples}"
         )
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         source = init_dir or build_tiny_model(
@@ -125,9 +131,10 @@ def pretrain(
     )
     rng = random.Random(args.seed)
     model.train()
-    start = time.time()
+    start, losses = time.time(), []
     for step in range(args.steps):
         loss = model(**_batch(rng.sample(data, min(args.batch_size, len(data))), tokenizer.pad_token_id)).loss
+        losses.append(round(loss.item(), 5))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -141,17 +148,18 @@ def pretrain(
     model.eval()
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    _keep_fast_tokenizer_class(output_dir, source_config=asdict(args))
+    _keep_fast_tokenizer_class(output_dir)
+    log = {"args": asdict(args), "losses": losses, "seconds": round(time.time() - start, 1)}
+    (Path(output_dir) / "pretrain_log.json").write_text(json.dumps(log) + "\n")
     return str(output_dir)
 
 
-def _keep_fast_tokenizer_class(output_dir: str | os.PathLike, source_config: dict) -> None:
-    """Re-saving through ``Qwen2Tokenizer`` rewrites ``tokenizer_class``; restore the fast class, record args."""
+def _keep_fast_tokenizer_class(output_dir: str | os.PathLike) -> None:
+    """Re-saving through ``Qwen2Tokenizer`` rewrites ``tokenizer_class``; restore the fast class."""
     path = Path(output_dir) / "tokenizer_config.json"
     config = json.loads(path.read_text())
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
     path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-    (Path(output_dir) / "pretrain_args.json").write_text(json.dumps(source_config, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -96,6 +96,46 @@ def make_arithmetic_dataset(
     )
 
 
+def all_problems(
+    *, ops: Sequence[str] = OPERATORS, max_operand: int = 20, max_mul_operand: int = 9
+) -> list[tuple[str, str]]:
+    """Every distinct ``(problem, answer)`` of the task, in a fixed order."""
+    _check_options(ops, max_operand, max_mul_operand)
+    rows = []
+    for op in OPERATORS:
+        if op not in ops:
+            continue
+        hi = max_mul_operand if op == "*" else max_operand
+        for a in range(hi + 1):
+            for b in range(hi + 1):
+                if op == "-" and b > a:
+                    continue
+                rows.append((format_problem(a, op, b), str(_apply(a, op, b))))
+    return rows
+
+
+def train_test_split_problems(
+    n_test: int,
+    seed: int = 0,
+    *,
+    ops: Sequence[str] = OPERATORS,
+    max_operand: int = 20,
+    max_mul_operand: int = 9,
+) -> tuple[Dataset, Dataset]:
+    """All distinct problems, shuffled and split into disjoint ``(train, test)`` sets; ``test`` has ``n_test``."""
+    rows = all_problems(ops=ops, max_operand=max_operand, max_mul_operand=max_mul_operand)
+    if not 0 < n_test < len(rows):
+        raise ValueError(
+            f"n_test must be in [1, {len(rows) - 1}] for this task ({len(rows)} problems), got {n_test}"
+        )
+    random.Random(seed).shuffle(rows)
+
+    def to_dataset(part: list[tuple[str, str]]) -> Dataset:
+        return Dataset.from_dict({"problem": [p for p, _ in part], "answer": [a for _, a in part]})
+
+    return to_dataset(rows[n_test:]), to_dataset(rows[:n_test])
+
+
 def worked_example(
     problem: str,
     answer: str | int,

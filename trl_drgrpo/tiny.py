@@ -20,6 +20,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from .synthetic import pretraining_texts
 from .templates import available_templates, get_template
 
 EOS_TOKEN = "<|endoftext|>"
@@ -55,6 +56,8 @@ def _corpus() -> list[str]:
     texts = [line for line in _MATH_TEXT.splitlines() if line.strip()]
     for name in available_templates():
         texts.append(get_template(name).format("What is 37 + 48?"))
+    # worked examples of the synthetic task, so its phrases become few tokens (shorter demo rollouts)
+    texts.extend(pretraining_texts(400, seed=12345, eos=""))
     texts.extend(
         f"{a} + {b} = {a + b}. {a} - {b} = {a - b}. {a} * {b} = {a * b}."
         for a in range(0, 100, 7)

@@ -1,0 +1,80 @@
+# Dr. GRPO on TRL: common tasks. `make help` lists them; variables are overridable: make train RECIPE=... ARGS="..."
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+NUM_PROCESSES ?= 8
+ACCELERATE_CONFIG ?= accelerate_configs/zero2.yaml
+RECIPE ?= recipes/qwen2.5-math-1.5b/drgrpo_qwen_math.yaml
+MODEL ?= Qwen/Qwen2.5-Math-1.5B
+TEMPLATE ?= qwen_math
+BENCHMARKS ?= aime,amc,math,minerva,olympiad_bench
+BACKEND ?= auto
+EVAL_DATA ?=
+EVAL_DIR ?= outputs/eval
+LIMIT ?=
+ARGS ?=
+TORCH_VERSION ?= 2.13.0
+# e.g. TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu" for the small CPU-only wheel
+TORCH_INDEX ?=
+PYTEST_ARGS ?= -q --timeout 900
+
+LAUNCH = $(PYTHON) -m accelerate.commands.launch --config_file $(ACCELERATE_CONFIG) --num_processes $(NUM_PROCESSES)
+EVAL = $(PYTHON) recipes/evaluate.py --benchmarks $(BENCHMARKS) --backend $(BACKEND) \
+	$(if $(EVAL_DATA),--data $(EVAL_DATA)) $(if $(LIMIT),--limit $(LIMIT))
+RECIPE_NAME = $(basename $(notdir $(RECIPE)))
+RECIPE_MODEL = $(notdir $(patsubst %/,%,$(dir $(RECIPE))))
+
+.PHONY: help install test demo train eval eval-templates ablation-bias ablation-templates bench
+
+help: ## List the targets and the variables they use
+	@echo "Targets:"
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  %-20s %s\n", $$1, $$2}'
+	@echo "Variables (current value):"
+	@echo "  PYTHON=$(PYTHON) NUM_PROCESSES=$(NUM_PROCESSES) ACCELERATE_CONFIG=$(ACCELERATE_CONFIG)"
+	@echo "  RECIPE=$(RECIPE) MODEL=$(MODEL) TEMPLATE=$(TEMPLATE) BENCHMARKS=$(BENCHMARKS) BACKEND=$(BACKEND)"
+	@echo "  EVAL_DATA=$(EVAL_DATA) LIMIT=$(LIMIT) ARGS=$(ARGS)"
+
+install: ## Create $(VENV), install torch $(TORCH_VERSION) then the package with dev extras (GPU: see below)
+	# GPU machines: install the torch build matching your CUDA driver (and vLLM's pinned torch) first, then
+	#   $(PYTHON) -m pip install -e ".[dev,vllm,deepspeed]"   (DeepSpeed on CPU: DS_BUILD_OPS=0)
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install torch==$(TORCH_VERSION) $(TORCH_INDEX)
+	$(PYTHON) -m pip install -e ".[dev]"
+
+test: ## Run the whole test suite (the command the README and CI use)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest $(PYTEST_ARGS) tests $(ARGS)
+
+demo: ## Tiny end-to-end Dr. GRPO run on CPU (pretrain, eval, RL, eval, plot) into outputs/demo
+	HF_HUB_OFFLINE=1 $(PYTHON) recipes/demo.py --output_dir outputs/demo $(ARGS)
+
+train: ## Train a recipe: make train RECIPE=recipes/<model>/<exp>.yaml [NUM_PROCESSES=8 ACCELERATE_CONFIG=... ARGS="--field value"]
+	$(LAUNCH) recipes/train.py --config $(RECIPE) $(ARGS)
+
+eval: ## Evaluate a model: make eval MODEL=<id or folder> TEMPLATE=qwen_math [BENCHMARKS=... EVAL_DATA=... LIMIT=...]
+	$(EVAL) --model $(MODEL) --template $(TEMPLATE) --output_dir $(EVAL_DIR)/$(notdir $(MODEL))/$(TEMPLATE) $(ARGS)
+
+eval-templates: ## Evaluate MODEL with the r1, qwen_math and no templates and merge the table (Table 1 style)
+	for t in r1 qwen_math no; do \
+		$(EVAL) --model $(MODEL) --template $$t --output_dir $(EVAL_DIR)/$(notdir $(MODEL))/$$t $(ARGS) || exit 1; \
+	done
+	$(PYTHON) recipes/evaluate.py --merge $(foreach t,r1 qwen_math no,$(EVAL_DIR)/$(notdir $(MODEL))/$(t)/summary.json) \
+		--output $(EVAL_DIR)/$(notdir $(MODEL))/templates.md
+
+ablation-bias: ## GRPO vs length-norm only vs std-norm only vs Dr. GRPO on RECIPE (4 runs, Figure 5/6 style)
+	$(LAUNCH) recipes/train.py --config $(RECIPE) --length_normalization true --std_normalization true \
+		--output_dir outputs/ablation-bias/$(RECIPE_MODEL)/$(RECIPE_NAME)/grpo --run_name $(RECIPE_MODEL)-grpo $(ARGS)
+	$(LAUNCH) recipes/train.py --config $(RECIPE) --length_normalization true --std_normalization false \
+		--output_dir outputs/ablation-bias/$(RECIPE_MODEL)/$(RECIPE_NAME)/length_only --run_name $(RECIPE_MODEL)-length-only $(ARGS)
+	$(LAUNCH) recipes/train.py --config $(RECIPE) --length_normalization false --std_normalization true \
+		--output_dir outputs/ablation-bias/$(RECIPE_MODEL)/$(RECIPE_NAME)/std_only --run_name $(RECIPE_MODEL)-std-only $(ARGS)
+	$(LAUNCH) recipes/train.py --config $(RECIPE) --length_normalization false --std_normalization false \
+		--output_dir outputs/ablation-bias/$(RECIPE_MODEL)/$(RECIPE_NAME)/drgrpo --run_name $(RECIPE_MODEL)-drgrpo $(ARGS)
+
+ablation-templates: ## Dr. GRPO on RECIPE with the r1, qwen_math and no templates (training and eval template alike)
+	for t in r1 qwen_math no; do \
+		$(LAUNCH) recipes/train.py --config $(RECIPE) --template $$t \
+			--output_dir outputs/ablation-templates/$(RECIPE_MODEL)/$$t --run_name $(RECIPE_MODEL)-template-$$t $(ARGS) || exit 1; \
+	done
+
+bench: ## Run every benchmarks/*.py script
+	for b in benchmarks/*.py; do echo "== $$b"; HF_HUB_OFFLINE=1 $(PYTHON) $$b || exit 1; done
