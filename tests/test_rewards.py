@@ -1,0 +1,175 @@
+"""Tests of the MathReward TRL reward function and its killable worker pool."""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+import threading
+import time
+
+import pytest
+
+from trl_drgrpo.grader import grade_answer
+from trl_drgrpo.rewards import MathReward
+
+HANG_MARKER = "__hang__"
+DIE_MARKER = "__die__"
+
+
+def hanging_grade(answer: str, gold) -> float:
+    """Test-only grade function: sleeps forever / dies on the marker answers, grades normally otherwise."""
+    if answer == HANG_MARKER:
+        time.sleep(3600)
+    if answer == DIE_MARKER:
+        os._exit(3)
+    return grade_answer(answer, gold)
+
+
+def counting_grade(answer: str, gold) -> float:
+    """Test-only grade function that appends every graded pair to a file named by an env variable."""
+    with open(os.environ["TRL_DRGRPO_TEST_GRADE_LOG"], "a") as f:
+        f.write(f"{answer}\t{gold}\n")
+    return grade_answer(answer, gold)
+
+
+COMPLETIONS = [r"so \boxed{1}", r"\boxed{2}", "no answer at all", r"\boxed{\frac{1}{2}}"]
+GOLDS = ["1", "1", "1", "0.5"]
+EXPECTED = [1.0, 0.0, 0.0, 1.0]
+
+
+@pytest.fixture(scope="module")
+def reward():
+    with MathReward(num_workers=2, timeout_s=2.0) as r:
+        yield r
+
+
+def test_plain_and_conversational_completions(reward):
+    assert reward.__name__ == "math_reward"
+    assert reward(COMPLETIONS, answer=GOLDS) == EXPECTED
+    conversational = [[{"role": "assistant", "content": c}] for c in COMPLETIONS]
+    assert reward(conversational, answer=GOLDS) == EXPECTED
+
+
+def test_trl_keywords_and_log_extra(reward):
+    logged: dict[str, list] = {}
+    metrics: dict[str, float] = {}
+    rewards = reward(
+        prompts=["p"] * 4,
+        completions=COMPLETIONS,
+        completion_ids=[[1]] * 4,
+        answer=GOLDS,
+        trainer_state=None,
+        log_extra=lambda column, values: logged.setdefault(column, []).extend(values),
+        log_metric=lambda name, value: metrics.__setitem__(name, value),
+    )
+    assert rewards == EXPECTED
+    assert logged["extracted_answer"] == ["1", "2", "", r"\frac{1}{2}"]
+    assert metrics["math_reward/no_answer_frac"] == 0.25
+
+
+def test_list_and_float_golds(reward):
+    completions = [r"\boxed{142}", r"\boxed{0.02}", r"\boxed{0.03}"]
+    assert reward(completions, answer=[142.0, ["0.01\n", "0.02\n"], ["0.01\n", "0.02\n"]]) == [1.0, 1.0, 0.0]
+
+
+def test_custom_answer_column_and_r1_template():
+    r = MathReward(template="r1", answer_column="solution", num_workers=0)
+    completions = [" ok </think> <answer> 7 </answer>", r" \boxed{7}", " ok <answer> 7 </answer>"]
+    assert r(completions, solution=["7"] * 3) == [1.0, 0.0, 0.0]
+
+
+def test_bad_inputs_are_clear_errors(reward):
+    with pytest.raises(KeyError, match="'answer'"):
+        reward(COMPLETIONS, solution=GOLDS)
+    with pytest.raises(ValueError, match="4 completions but 3"):
+        reward(COMPLETIONS, answer=GOLDS[:3])
+    with pytest.raises(ValueError, match="num_workers"):
+        MathReward(num_workers=-1)
+    with pytest.raises(ValueError, match="timeout_s"):
+        MathReward(timeout_s=0)
+
+
+def test_in_process_mode_matches_pool(reward):
+    assert MathReward(num_workers=0)(COMPLETIONS, answer=GOLDS) == reward(COMPLETIONS, answer=GOLDS)
+
+
+def test_call_from_a_non_main_thread(reward):
+    results: list = []
+    thread = threading.Thread(target=lambda: results.append(reward(COMPLETIONS, answer=GOLDS)))
+    thread.start()
+    thread.join(timeout=60)
+    assert results == [EXPECTED]
+
+
+def test_duplicates_are_graded_once(tmp_path, monkeypatch):
+    log = tmp_path / "graded.tsv"
+    monkeypatch.setenv("TRL_DRGRPO_TEST_GRADE_LOG", str(log))
+    group = [
+        r"\boxed{4}",
+        r"\boxed{4}",
+        r"\boxed{5}",
+        "none",
+        r"\boxed{4}",
+        r"\boxed{5}",
+        "none",
+        r"\boxed{4}",
+    ]
+    golds = ["4"] * 8
+    with MathReward(num_workers=1, grade_fn=counting_grade) as r:
+        assert r(group, answer=golds) == [1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+    assert sorted(log.read_text().splitlines()) == ["4\t4", "5\t4"]
+
+
+def test_stuck_item_is_killed_and_pool_recovers():
+    with MathReward(num_workers=2, timeout_s=1.0, grade_fn=hanging_grade) as r:
+        assert r([r"\boxed{3}"], answer=["3"]) == [1.0]  # warm the pool up
+        completions = [r"\boxed{1}", r"\boxed{" + HANG_MARKER + "}", r"\boxed{2}", r"\boxed{3}"]
+        start = time.perf_counter()
+        scores = r(completions, answer=["1", "1", "2", "4"])
+        elapsed = time.perf_counter() - start
+        assert scores == [1.0, 0.0, 1.0, 0.0]
+        assert elapsed < 10
+        assert r._pool.killed == 1
+        # the replaced worker and the survivor both keep working, from another thread too
+        results: list = []
+        thread = threading.Thread(target=lambda: results.append(r(COMPLETIONS * 4, answer=GOLDS * 4)))
+        thread.start()
+        thread.join(timeout=60)
+        assert results == [EXPECTED * 4]
+
+
+def test_dead_worker_scores_zero_and_is_replaced():
+    with MathReward(num_workers=1, timeout_s=5.0, grade_fn=hanging_grade) as r:
+        scores = r([r"\boxed{" + DIE_MARKER + "}", r"\boxed{5}"], answer=["1", "5"])
+        assert scores == [0.0, 1.0]
+        assert r._pool.killed == 1
+
+
+def test_pickle_deepcopy_and_close(reward):
+    clone = copy.deepcopy(reward)
+    restored = pickle.loads(pickle.dumps(reward))
+    assert clone._pool is None and restored._pool is None  # copies own (lazily started) pools
+    assert restored.__name__ == "math_reward" and restored.template.name == "qwen_math"
+    assert restored(COMPLETIONS[:1], answer=GOLDS[:1]) == [1.0]
+    processes = [w.process for w in restored._pool.workers]
+    restored.close()
+    assert all(p.poll() is not None for p in processes)
+    assert restored._pool is None
+    assert restored(COMPLETIONS[:1], answer=GOLDS[:1]) == [1.0]  # restarts on demand
+    restored.close()
+    clone.close()
+
+
+def test_pathological_batch_is_bounded(reward):
+    completions = [
+        r"\boxed{2^{2^{2^{2^{2^{2}}}}}}",
+        r"\boxed{(10^{100})!}",
+        r"\boxed{" + "9" * 20_000 + "}",
+        "x" * 200_000 + r"\boxed{42}",
+        r"\boxed{1}" * 5_000,
+    ]
+    start = time.perf_counter()
+    scores = reward(completions, answer=["4", "1", "9", "42", "1"])
+    assert scores == [0.0, 0.0, 0.0, 1.0, 1.0]
+    assert time.perf_counter() - start < 5
