@@ -5,11 +5,16 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import queue
+import sys
+import types
 from pathlib import Path
 
 import datasets
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from trl_drgrpo import evaluation as ev
 from trl_drgrpo.evaluation import (
@@ -489,3 +494,82 @@ def test_vllm_backend_end_to_end(tmp_path, tiny_model_dir, eval_suite_path):
         r["response"].endswith("</answer>") for r in samples if r["finished"] and "</answer>" in r["response"]
     )
     assert summary["config"]["backend"] == "vllm"
+
+
+class _FakeLLM:
+    """Stands in for ``vllm.LLM`` and remembers the GPUs its process was given."""
+
+    def __init__(self, **kwargs):
+        self.devices, self.kwargs = os.environ["CUDA_VISIBLE_DEVICES"], kwargs
+
+    def generate(self, prompts, sampling_params=None, use_tqdm=False):
+        assert self.kwargs["enable_prefix_caching"] and sampling_params.include_stop_str_in_output
+        tag = f"{self.devices}|tp={self.kwargs['tensor_parallel_size']}|stop={sampling_params.stop_token_ids}"
+        out = [
+            types.SimpleNamespace(text=f"{p}@{tag}", token_ids=[0] * len(p), finish_reason="stop")
+            for p in prompts
+        ]
+        return [types.SimpleNamespace(outputs=[o] * sampling_params.n) for o in out]
+
+
+class _InlineWorker(ev._VLLMWorker):
+    """A data-parallel worker that runs the real worker loop in this process (no spawn, no GPU)."""
+
+    def __init__(self, devices, engine_kwargs):
+        self.devices, self.engine_kwargs = devices, engine_kwargs
+        self.outbox = queue.Queue()
+        self.process = types.SimpleNamespace(is_alive=lambda: False, exitcode=0)
+
+    def submit(self, prompts, params):
+        inbox = queue.Queue()
+        inbox.put((prompts, params))
+        inbox.put(None)
+        ev._vllm_worker_main(self.devices, self.engine_kwargs, inbox, self.outbox)
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    vllm = types.ModuleType("vllm")
+    vllm.LLM = _FakeLLM
+    vllm.SamplingParams = types.SimpleNamespace
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    return vllm
+
+
+def test_vllm_data_parallel_shards_over_gpu_groups(tiny_model_dir, monkeypatch, fake_vllm):
+    monkeypatch.setattr(ev, "_VLLMWorker", _InlineWorker)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    with pytest.raises(ValueError, match="needs 6 GPUs"):
+        ev.VLLMBackend(tiny_model_dir, tensor_parallel_size=2, data_parallel_size=3)
+    backend = ev.VLLMBackend(tiny_model_dir, tensor_parallel_size=2, data_parallel_size=2)
+    out = backend.generate(["a", "bb", "ccc"], 2, 0.0, 1.0, 8, ("<|im_end|>",), 0)
+    backend.close()
+    im_end = AutoTokenizer.from_pretrained(tiny_model_dir).convert_tokens_to_ids("<|im_end|>")
+    expected = [
+        f"a@4,5|tp=2|stop=[{im_end}]",
+        f"bb@6,7|tp=2|stop=[{im_end}]",
+        f"ccc@4,5|tp=2|stop=[{im_end}]",
+    ]
+    assert [[g.text for g in gens] for gens in out] == [[e, e] for e in expected]
+    assert [gens[0].num_tokens for gens in out] == [1, 2, 3] and all(g.finished for gens in out for g in gens)
+    assert backend._workers == []
+
+
+def test_vllm_single_engine_sampling_params(tiny_model_dir, monkeypatch, fake_vllm):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    seen = []
+
+    class RecordingLLM(_FakeLLM):
+        def get_tokenizer(self):
+            return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+        def generate(self, prompts, sampling_params=None, use_tqdm=False):
+            seen.append(sampling_params)
+            return super().generate(prompts, sampling_params)
+
+    llm = RecordingLLM(enable_prefix_caching=True, tensor_parallel_size=1)
+    out = ev.VLLMBackend(llm=llm).generate(["q"], 3, 0.7, 0.9, 12, ("</answer>",), 5)
+    assert len(out[0]) == 3
+    p = seen[0]
+    assert (p.n, p.temperature, p.top_p, p.max_tokens, p.seed) == (3, 0.7, 0.9, 12, 5)
+    assert p.stop == ["</answer>"] and p.stop_token_ids is None and p.include_stop_str_in_output

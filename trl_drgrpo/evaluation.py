@@ -424,10 +424,8 @@ class VLLMBackend:
         self._hf_tokenizer: Any = None
         self._workers: list[_VLLMWorker] = []
         if llm is None and data_parallel_size > 1:
-            self._workers = [
-                _VLLMWorker(rank, tensor_parallel_size, self.engine_kwargs)
-                for rank in range(data_parallel_size)
-            ]
+            groups = _device_groups(data_parallel_size, tensor_parallel_size)
+            self._workers = [_VLLMWorker(devices, self.engine_kwargs) for devices in groups]
         elif llm is None:
             from vllm import LLM
 
@@ -522,27 +520,35 @@ def _vllm_worker_main(devices: str, engine_kwargs: dict, inbox: Any, outbox: Any
             outbox.put(("error", repr(err)))
 
 
-class _VLLMWorker:
-    """A spawned process that owns one vLLM engine (one data-parallel rank)."""
+def _device_groups(data_parallel_size: int, tensor_parallel_size: int) -> list[str]:
+    """``CUDA_VISIBLE_DEVICES`` value of each data-parallel rank (``tensor_parallel_size`` GPUs each)."""
+    import torch
 
-    def __init__(self, rank: int, tp: int, engine_kwargs: dict):
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+    needed = data_parallel_size * tensor_parallel_size
+    if len(devices) < needed:
+        raise ValueError(
+            f"data_parallel_size={data_parallel_size} x tensor_parallel_size={tensor_parallel_size} needs "
+            f"{needed} GPUs; visible: {devices}"
+        )
+    tp = tensor_parallel_size
+    return [",".join(devices[r * tp : (r + 1) * tp]) for r in range(data_parallel_size)]
+
+
+class _VLLMWorker:
+    """A spawned process that owns one vLLM engine (one data-parallel rank).
+
+    Not a daemon: vLLM starts its own engine subprocesses, which daemons may not do.
+    """
+
+    def __init__(self, devices: str, engine_kwargs: dict):
         import multiprocessing as mp
 
-        import torch
-
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        all_devices = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
-        devices = all_devices[rank * tp : (rank + 1) * tp]
-        if len(devices) < tp:
-            raise ValueError(
-                f"data parallel rank {rank} needs GPUs {rank * tp}..{(rank + 1) * tp - 1}; only {all_devices}"
-            )
         ctx = mp.get_context("spawn")
         self.inbox, self.outbox = ctx.Queue(), ctx.Queue()
         self.process = ctx.Process(
-            target=_vllm_worker_main,
-            args=(",".join(devices), engine_kwargs, self.inbox, self.outbox),
-            daemon=True,
+            target=_vllm_worker_main, args=(devices, engine_kwargs, self.inbox, self.outbox)
         )
         self.process.start()
 
@@ -564,8 +570,12 @@ class _VLLMWorker:
         return [[Generation(*g) for g in gens] for gens in payload]
 
     def close(self) -> None:
-        self.inbox.put(None)
-        self.process.join(timeout=60)
+        if self.process.is_alive():
+            self.inbox.put(None)
+            self.process.join(timeout=60)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=10)
 
 
 def _check_sampling(n: int, temperature: float, top_p: float, max_tokens: int) -> None:
