@@ -9,6 +9,7 @@ from transformers import AutoTokenizer
 from trl import GRPOConfig
 
 from trl_drgrpo import DrGRPOConfig, DrGRPOTrainer
+from trl_drgrpo.config import batch_shape
 
 QUESTIONS = ["1+1=", "2+3=", "7-4=", "3*3="]
 
@@ -157,3 +158,38 @@ def test_paper_defaults():
     assert (args.adam_beta1, args.adam_beta2, args.weight_decay, args.max_grad_norm) == (0.9, 0.95, 0.0, 1.0)
     assert (args.epsilon, args.num_iterations, args.vllm_importance_sampling_correction) == (0.2, 1, False)
     assert args.truncated_completion_reward == 0.0 and args.correct_reward_threshold == 1.0
+
+
+@pytest.mark.parametrize(
+    ("per_device", "processes", "accumulation", "steps_per_generation"),
+    [(16, 8, 1, 8), (2, 8, 8, 64), (16, 4, 2, 16), (16, 1, 8, 64)],
+)
+def test_paper_batch_shape_for_any_number_of_processes(
+    per_device, processes, accumulation, steps_per_generation
+):
+    # 128 responses per optimizer step, 1024 per rollout (128 questions x 8), as in the paper.
+    got_accumulation, generation_batch = batch_shape(per_device, processes, 128, 1024)
+    assert got_accumulation == accumulation and generation_batch == 1024
+    assert generation_batch // (per_device * processes) == steps_per_generation
+
+
+def test_batch_shape_rejects_sizes_that_do_not_divide():
+    with pytest.raises(ValueError, match="not a multiple of per_device_train_batch_size"):
+        batch_shape(16, 3, 128, 1024)
+    with pytest.raises(ValueError, match="samples_per_rollout=1000 must be a multiple"):
+        batch_shape(16, 8, 128, 1000)
+
+
+def test_config_applies_the_batch_shape_in_one_process(tmp_path):
+    args = _args(
+        tmp_path,
+        per_device_train_batch_size=16,
+        samples_per_step=128,
+        samples_per_rollout=1024,
+        num_generations=8,
+    )
+    assert (args.gradient_accumulation_steps, args.generation_batch_size, args.steps_per_generation) == (
+        8,
+        1024,
+        64,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig, ScriptArguments
@@ -18,6 +19,34 @@ _UNSUPPORTED = {
     "off_policy_mask_threshold": None,
     "multi_objective_aggregation": "sum_then_normalize",
 }
+
+
+def batch_shape(
+    per_device_batch: int,
+    processes: int,
+    samples_per_step: int | None,
+    samples_per_rollout: int | None,
+    gradient_accumulation_steps: int = 1,
+) -> tuple[int, int | None]:
+    """Gradient-accumulation steps and generation batch size that realise a global batch shape.
+
+    samples_per_step = per_device_batch * processes * gradient_accumulation_steps;
+    samples_per_rollout = generation batch (a multiple of samples_per_step).
+    """
+    per_micro_step = per_device_batch * processes
+    if samples_per_step is not None:
+        if samples_per_step % per_micro_step:
+            raise ValueError(
+                f"samples_per_step={samples_per_step} is not a multiple of per_device_train_batch_size "
+                f"({per_device_batch}) x {processes} processes; change one of them"
+            )
+        gradient_accumulation_steps = samples_per_step // per_micro_step
+    step = per_micro_step * gradient_accumulation_steps
+    if samples_per_rollout is not None and samples_per_rollout % step:
+        raise ValueError(
+            f"samples_per_rollout={samples_per_rollout} must be a multiple of the samples per step ({step})"
+        )
+    return gradient_accumulation_steps, samples_per_rollout
 
 
 @dataclass
@@ -38,6 +67,11 @@ class DrGRPOConfig(GRPOConfig):
         truncated_completion_reward (`float` or `None`, defaults to `0.0`):
             Reward given to every reward function's score for a response that hit `max_completion_length` without
             an end of sequence. `None` keeps the rewards the functions returned.
+        samples_per_step (`int` or `None`, defaults to `None`):
+            Responses per optimizer step over all processes (the paper: 128); sets `gradient_accumulation_steps`
+            from `per_device_train_batch_size` and the number of processes (`WORLD_SIZE`).
+        samples_per_rollout (`int` or `None`, defaults to `None`):
+            Responses generated per rollout over all processes (the paper: 1024); sets `generation_batch_size`.
         correct_reward_threshold (`float`, defaults to `1.0`):
             A response whose total reward is at least this counts as correct in the logged length metrics.
 
@@ -78,6 +112,20 @@ class DrGRPOConfig(GRPOConfig):
             "help": "Total reward at or above which a response counts as correct in the length metrics."
         },
     )
+    samples_per_step: int | None = field(
+        default=None,
+        metadata={
+            "help": "Responses per optimizer step over all processes (the paper: 128). Sets "
+            "gradient_accumulation_steps = samples_per_step / (per_device_train_batch_size * processes)."
+        },
+    )
+    samples_per_rollout: int | None = field(
+        default=None,
+        metadata={
+            "help": "Responses generated per rollout over all processes (the paper: 1024 = 128 questions x 8). "
+            "Sets generation_batch_size, hence steps_per_generation = samples_per_rollout / global batch."
+        },
+    )
 
     # The paper's recipe (Section 3.3 / Appendix): overridden or restated GRPOConfig defaults.
     max_completion_length: int | None = field(
@@ -115,6 +163,7 @@ class DrGRPOConfig(GRPOConfig):
 
     def __post_init__(self) -> None:
         self._derive_trl_switches()
+        self._derive_batch_shape()
         super().__post_init__()
         if self.max_completion_length is None or self.max_completion_length <= 0:
             raise ValueError(
@@ -133,6 +182,20 @@ class DrGRPOConfig(GRPOConfig):
                     f"DrGRPOTrainer does not implement {name}={getattr(self, name)!r}; leave it at {neutral!r} "
                     "or use trl.GRPOTrainer for that variant"
                 )
+
+    def _derive_batch_shape(self) -> None:
+        """Per-process sizes from the global batch shape, for the number of processes launched (WORLD_SIZE)."""
+        if self.samples_per_step is None and self.samples_per_rollout is None:
+            return
+        self.gradient_accumulation_steps, generation_batch_size = batch_shape(
+            self.per_device_train_batch_size,
+            int(os.environ.get("WORLD_SIZE", "1")),
+            self.samples_per_step,
+            self.samples_per_rollout,
+            self.gradient_accumulation_steps,
+        )
+        if generation_batch_size is not None:
+            self.generation_batch_size, self.steps_per_generation = generation_batch_size, None
 
     def _derive_trl_switches(self) -> None:
         """Fill TRL's `loss_type`/`scale_rewards` from the two switches, refusing a contradiction."""
