@@ -573,3 +573,37 @@ def test_vllm_single_engine_sampling_params(tiny_model_dir, monkeypatch, fake_vl
     p = seen[0]
     assert (p.n, p.temperature, p.top_p, p.max_tokens, p.seed) == (3, 0.7, 0.9, 12, 5)
     assert p.stop == ["</answer>"] and p.stop_token_ids is None and p.include_stop_str_in_output
+
+
+@pytest.mark.slow
+def test_sigkilled_cli_run_resumes(tmp_path, tiny_model_dir, eval_suite_path):
+    """A real ``kill -9`` of the script mid-run, then a resume: every problem exactly once."""
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / "run"
+    args = ["--model", tiny_model_dir, "--template", "r1", "--benchmarks", "amc,math", "--backend", "transformers",
+            "--data", str(eval_suite_path), "--limit", "4", "--max_tokens", "24", "--chunk_size", "1",
+            "--output_dir", str(out)]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "recipes" / "evaluate.py"), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    samples = out / "samples.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if samples.exists() and samples.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished
+    before = _lines(samples)
+    assert 2 <= len(before) < 8 and not (out / "summary.json").exists()
+
+    summary = _load_script().main([*args])
+    after = _lines(samples)
+    keys = [(r["benchmark"], r["index"]) for r in after]
+    assert len(keys) == len(set(keys)) == 8
+    assert after[: len(before)] == before
+    assert summary["benchmarks"]["amc"]["count"] == summary["benchmarks"]["math"]["count"] == 4

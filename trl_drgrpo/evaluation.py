@@ -1091,6 +1091,10 @@ class EvaluationArguments:
         default=1, metadata={"help": "vLLM data-parallel engines (prompts sharded)."}
     )
     max_model_len: int | None = field(default=None, metadata={"help": "vLLM maximum context length."})
+    chunk_size: int | None = field(
+        default=None,
+        metadata={"help": "Problems generated between two saves (default: 4 batches; 256 with vLLM)."},
+    )
     model_name: str | None = field(
         default=None, metadata={"help": "Name shown in results.md (default: folder name)."}
     )
