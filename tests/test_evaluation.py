@@ -278,6 +278,8 @@ def test_missing_columns_and_splits_are_reported(tmp_path):
     datasets.Dataset.from_dict({"problem": ["q"], "answer": ["a"]}).save_to_disk(str(single))
     with pytest.raises(ValueError, match="must be a DatasetDict"):
         load_benchmark("math", str(single))
+    with pytest.raises(ValueError, match="data folder not found"):
+        load_benchmark("math", str(tmp_path / "nowhere"))
 
 
 # ---- evaluate: bad inputs --------------------------------------------------------------------

@@ -167,8 +167,13 @@ def load_benchmark(name: str, data: str | os.PathLike | Any | None = None) -> An
         suite, where = datasets.load_from_disk(str(data)), str(data)
     elif os.path.exists(data):
         raise ValueError(f"data must be a load_from_disk folder or a Hub dataset id, got the file {data}")
+    elif str(data).startswith((os.sep, ".", "~")):
+        raise ValueError(f"data folder not found: {data}")
     else:
-        suite, where = datasets.load_dataset(str(data)), str(data)
+        try:
+            suite, where = datasets.load_dataset(str(data)), str(data)
+        except Exception as err:
+            raise RuntimeError(f"could not load the evaluation data {data!r} from the Hub: {err}") from err
     if not isinstance(suite, datasets.DatasetDict):
         raise ValueError(
             f"{where} must be a DatasetDict with one split per benchmark, got a single {type(suite).__name__}"
