@@ -195,6 +195,18 @@ def test_left_padding_and_batching_do_not_change_greedy_output(tiny_model_dir):
     assert [g[0].text for g in a] == [g[0].text for g in b]
 
 
+def test_checkpoint_generation_config_does_not_leak_into_decoding(tiny_model_dir, tiny_backend):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.generation_config.update(do_sample=True, temperature=0.3, top_k=5, repetition_penalty=5.0)
+    odd = TransformersBackend(model, tiny_backend.tokenizer, batch_size=2, show_progress=False)
+    prompts = ["1+1=", "Find x."]
+    assert odd.generate(prompts, 1, 0.0, 1.0, 8, (), 0) == tiny_backend.generate(
+        prompts, 1, 0.0, 1.0, 8, (), 0
+    )
+
+
 # ---- data ------------------------------------------------------------------------------------
 
 

@@ -352,6 +352,8 @@ class TransformersBackend:
                 eos_token_id=eos_ids or None,
                 do_sample=not greedy,
                 synced_gpus=synced_gpus,
+                # Plain decoding whatever the checkpoint's generation_config says (as vLLM with explicit params).
+                repetition_penalty=1.0,
             )
             if greedy:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
