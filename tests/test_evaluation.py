@@ -199,12 +199,16 @@ def test_checkpoint_generation_config_does_not_leak_into_decoding(tiny_model_dir
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    model.generation_config.update(do_sample=True, temperature=0.3, top_k=5, repetition_penalty=5.0)
+    model.generation_config.update(do_sample=True, temperature=0.3, top_k=5, repetition_penalty=1e4)
     odd = TransformersBackend(model, tiny_backend.tokenizer, batch_size=2, show_progress=False)
     prompts = ["1+1=", "Find x."]
-    assert odd.generate(prompts, 1, 0.0, 1.0, 8, (), 0) == tiny_backend.generate(
-        prompts, 1, 0.0, 1.0, 8, (), 0
-    )
+    plain = tiny_backend.generate(prompts, 1, 0.0, 1.0, 16, (), 0)
+    tok = tiny_backend.tokenizer
+    ids = [
+        tok(p + g[0].text, add_special_tokens=False)["input_ids"] for p, g in zip(prompts, plain, strict=True)
+    ]
+    assert any(len(set(x)) < len(x) for x in ids)  # a repetition penalty would have changed these
+    assert odd.generate(prompts, 1, 0.0, 1.0, 16, (), 0) == plain
 
 
 # ---- data ------------------------------------------------------------------------------------
