@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import sys
 import types
@@ -290,7 +291,8 @@ from trl_drgrpo.eval_callback import EvaluationCallback
 model_dir, suite, out = sys.argv[1:4]
 args = GRPOConfig(output_dir=out, max_steps=1, per_device_train_batch_size=2, num_generations=2,
                   max_completion_length=4, use_cpu=True, bf16=False, report_to=[], logging_steps=1,
-                  save_strategy="no", seed=0, learning_rate=0.0)
+                  save_strategy="no", seed=0, learning_rate=0.0,
+                  ds3_gather_for_generation=sys.argv[4] == "gather")
 callback = EvaluationCallback("aime,amc", every_n_steps=1, limit=3, data=suite, max_tokens=6)
 trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir),
                       reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=args,
@@ -303,10 +305,30 @@ with open(f"{out}/history_{trainer.accelerator.process_index}.json", "w") as f:
 """
 
 
+def _launcher(name: str) -> list[str]:
+    if name == "ddp":
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    config = Path(__file__).resolve().parents[1] / "accelerate_configs" / "cpu_zero3.yaml"
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+
+
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_two_processes_shard_and_gather(tmp_path, tiny_model_dir, eval_suite_path):
-    """Two CPU ranks (torchrun, gloo): every rank logs the same metrics and the files hold each problem once,
+@pytest.mark.parametrize(
+    ("launcher", "gather"),
+    [
+        ("ddp", "gather"),
+        pytest.param(
+            "zero3",
+            "no_gather",  # ZeRO-3 without gathering: generate() runs with synced_gpus on equal shards
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed"
+            ),
+        ),
+    ],
+)
+def test_two_processes_shard_and_gather(tmp_path, tiny_model_dir, eval_suite_path, launcher, gather):
+    """Two CPU ranks (gloo): every rank logs the same metrics and the files hold each problem once,
     with the responses a single-process evaluation of the same (unchanged, lr=0) model gives."""
     import os
     import subprocess
@@ -316,10 +338,10 @@ def test_two_processes_shard_and_gather(tmp_path, tiny_model_dir, eval_suite_pat
     script = tmp_path / "run.py"
     script.write_text(_DIST_SCRIPT)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-           tiny_model_dir, str(eval_suite_path), str(out)]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    cmd = [*_launcher(launcher), str(script), tiny_model_dir, str(eval_suite_path), str(out), gather]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = [json.loads((out / f"history_{rank}.json").read_text()) for rank in range(2)]
     assert [r["world"] for r in runs] == [2, 2]
