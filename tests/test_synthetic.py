@@ -109,3 +109,17 @@ def test_all_problems_and_split():
     assert again[:] == train[:]
     with pytest.raises(ValueError, match="n_test"):
         train_test_split_problems(len(rows), max_operand=9, max_mul_operand=9)
+
+
+def test_fact_drills_are_correct_and_mixed_in():
+    examples = pretraining_examples(400, seed=1, drill_fraction=0.5, drill_size=5, max_operand=9)
+    drills = [c for p, c in examples if p == ""]
+    assert 150 < len(drills) < 250
+    for drill in drills:
+        lines = drill.removesuffix("<|endoftext|>").split("\n")
+        assert len(lines) == 5
+        for line in lines:
+            question, result = line.split(" = ")
+            assert int(result) == _truth(f"What is {question}?")
+    with pytest.raises(ValueError, match="drill_size"):
+        pretraining_examples(3, drill_size=0)

@@ -40,6 +40,8 @@ class PretrainArguments:
     error_rate: float = 0.6
     error_offset: int = 1
     unboxed_rate: float = 0.2
+    drill_fraction: float = 0.0
+    drill_size: int = 8
     max_operand: int = 20
     max_mul_operand: int = 9
     steps: int = 600
@@ -118,6 +120,8 @@ def pretrain(
         error_rate=args.error_rate,
         error_offset=args.error_offset,
         unboxed_rate=args.unboxed_rate,
+        drill_fraction=args.drill_fraction,
+        drill_size=args.drill_size,
         max_operand=args.max_operand,
         max_mul_operand=args.max_mul_operand,
         eos=tokenizer.eos_token,

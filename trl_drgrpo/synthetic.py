@@ -156,6 +156,19 @@ def worked_example(
     return get_template(template).format(problem) + " " + solution + eos
 
 
+def fact_drill(
+    k: int,
+    rng: random.Random,
+    *,
+    ops: Sequence[str] = OPERATORS,
+    max_operand: int = 20,
+    max_mul_operand: int = 9,
+) -> str:
+    """``k`` correct facts, one a line (``"3 + 4 = 7"``): dense arithmetic knowledge for pretraining."""
+    rows = [_draw(rng, ops, max_operand, max_mul_operand) for _ in range(k)]
+    return "\n".join(f"{a} {op} {b} = {_apply(a, op, b)}" for a, op, b in rows)
+
+
 def pretraining_examples(
     n: int,
     seed: int = 0,
@@ -164,19 +177,36 @@ def pretraining_examples(
     error_rate: float = 0.6,
     error_offset: int = 1,
     unboxed_rate: float = 0.2,
+    drill_fraction: float = 0.0,
+    drill_size: int = 8,
     ops: Sequence[str] = OPERATORS,
     max_operand: int = 20,
     max_mul_operand: int = 9,
     eos: str = "<|endoftext|>",
 ) -> list[tuple[str, str]]:
-    """``n`` worked examples as ``(prompt, completion)``; see ``pretraining_texts``."""
-    for name, rate in (("error_rate", error_rate), ("unboxed_rate", unboxed_rate)):
+    """``n`` pretraining documents as ``(prompt, completion)``; see ``pretraining_texts``.
+
+    A fraction ``drill_fraction`` of them are fact drills (empty prompt, ``drill_size`` correct facts):
+    the corpus then teaches the arithmetic itself correctly, and the slips are a habit of the worked
+    solutions only, which is what reinforcement learning can undo.
+    """
+    for name, rate in (
+        ("error_rate", error_rate),
+        ("unboxed_rate", unboxed_rate),
+        ("drill_fraction", drill_fraction),
+    ):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {rate}")
-    data = make_arithmetic_dataset(n, seed, ops=ops, max_operand=max_operand, max_mul_operand=max_mul_operand)
+    if drill_size < 1:
+        raise ValueError(f"drill_size must be >= 1, got {drill_size}")
+    task = {"ops": ops, "max_operand": max_operand, "max_mul_operand": max_mul_operand}
+    data = make_arithmetic_dataset(n, seed, **task)
     rng = random.Random(seed + 1_000_003)
     examples = []
     for problem, answer in zip(data["problem"], data["answer"], strict=True):
+        if rng.random() < drill_fraction:
+            examples.append(("", fact_drill(drill_size, rng, **task) + eos))
+            continue
         stated = int(answer) + error_offset if rng.random() < error_rate else int(answer)
         style, boxed = rng.randrange(len(_STYLES)), rng.random() >= unboxed_rate
         text = worked_example(problem, stated, template, style=style, boxed=boxed, eos=eos)

@@ -1,0 +1,66 @@
+"""Training-curve plots and the CPU demo (recipes/demo.py) end to end at a very small size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trl_drgrpo.plots import load_log_history, metric_series, plot_training_curves
+
+REPO = Path(__file__).resolve().parents[1]
+HISTORY = [
+    {"step": 1, "reward": 0.2, "completions/mean_length": 30.0, "drgrpo/correct_mean_length": 20.0},
+    {"step": 2, "reward": 0.4, "completions/mean_length": 28.0, "drgrpo/incorrect_mean_length": 33.0},
+    {"step": 3, "reward": 0.5, "drgrpo/truncated_fraction": 0.1, "drgrpo/zero_std_group_fraction": 0.5},
+    {"step": 3, "train_runtime": 12.0},
+]
+
+
+def test_metric_series_skips_entries_without_the_metric():
+    assert metric_series(HISTORY, "reward") == ([1, 2, 3], [0.2, 0.4, 0.5])
+    assert metric_series(HISTORY, "drgrpo/correct_mean_length") == ([1], [20.0])
+    assert metric_series(HISTORY, "missing") == ([], [])
+
+
+def test_plot_from_trainer_state_in_checkpoint(tmp_path):
+    for step, history in ((2, HISTORY[:2]), (3, HISTORY)):
+        ckpt = tmp_path / f"checkpoint-{step}"
+        ckpt.mkdir()
+        (ckpt / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    assert load_log_history(tmp_path) == HISTORY  # the latest checkpoint
+    png = Path(plot_training_curves(tmp_path, tmp_path / "plots" / "curves.png", title="t"))
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="trainer_state.json"):
+        load_log_history(tmp_path)
+    (tmp_path / "trainer_state.json").write_text("{}")
+    with pytest.raises(ValueError, match="log_history"):
+        load_log_history(tmp_path / "trainer_state.json")
+    with pytest.raises(ValueError, match="none of the metrics"):
+        plot_training_curves([{"step": 1, "loss": 0.1}], tmp_path / "x.png")
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    """Plumbing only (a few pretraining and RL steps): the full demo is `make demo`."""
+    out = tmp_path / "demo"
+    cmd = [sys.executable, str(REPO / "recipes" / "demo.py"), "--output_dir", str(out)]
+    cmd += ["--pretrain_steps", "5", "--max_steps", "2", "--", "--per_device_train_batch_size", "16"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2
+    for when in ("before", "after"):
+        for mode in ("greedy", "sampled"):
+            assert 0.0 <= summary[when][mode]["accuracy"] <= 1.0
+    assert (out / "training_curves.png").is_file()
+    assert (out / "drgrpo" / "config.json").is_file() and (out / "base" / "pretrain_log.json").is_file()
+    assert "before RL" in result.stdout and "mean training reward" in result.stdout
