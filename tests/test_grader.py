@@ -121,6 +121,9 @@ EQUIVALENT = {
         (r"\frac{c}{\sqrt{2}}", r"\frac{1}{\sqrt{2}}c"),
         (r"2\sqrt{2}+10", r"10+2 \sqrt{2}"),
         ("0.8660", r"\frac{\sqrt{3}}{2}"),
+        (r"\left( x^8 + x^7 + x + 1 \right)", "x^8+x^7+x+1"),
+        (r"\omega^{2}+s^{2}", r"s^{2}+\omega^{2}"),
+        (r"2\pi r^2", r"2 r^2 \pi"),
     ],
     "tuples_sets": [
         ("(6, 31, -1)", "(6,31,-1)"),
@@ -141,6 +144,10 @@ NOT_EQUIVALENT = {
     "relative_scale": [("2.6e-27", "1.3e-27"), ("1.3e-27", r"2.6 \times 10^{-27}"), ("1e-30", "0")],
     "integer_gold_exact": [("142.01", 142.0), ("99.99", "100")],
     "decimal_precision": [(r"4.4678 \times 10^{14}", r"4.4677 \times 10^{14}"), ("3", r"2.7778")],
+    "misread_by_parsers": [
+        (r"m_{p} c^{2}(\gamma^{2}-2) \sin ^{2} \theta", r"m_{p} c^{2}(\gamma^{2}-1) \sin ^{2} \theta"),
+        (r"2\pi r^3", r"2 r^2 \pi"),
+    ],
     "symbolic": [("x^2+2x", "(x+1)^2"), (r"\sqrt{x^2}", "x"), ("R^2", "3R^2"), ("r", "R"), ("2n", "2")],
     "structure": [("(1,2)", "(2,1)"), ("[3,4]", "(3,4]"), ("1", "1,-2"), ("1, 2, 2", "1, 2")],
     "irrational_vs_rounded": [(r"\sqrt{2}", "1.41"), ("3.14", r"\pi")],

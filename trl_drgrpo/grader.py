@@ -185,7 +185,8 @@ def normalize_answer(answer: Any) -> str:
         s = (m.group(1) or m.group(2)).upper()
     if s.count("=") == 1 and _LHS_RE.match(s):
         s = s.split("=", 1)[1]
-    s = re.sub(r"\s+", "", s)
+    s = re.sub(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])", "\\1\x01", s)  # keep "\pi r" from becoming "\pir"
+    s = re.sub(r"\s+", "", s).replace("\x01", " ")
     s = re.sub(r"([_^])\{([A-Za-z0-9]+)\}", r"\1\2", s)  # x^{2} -> x^2, 52_{8} -> 52_8
     if _THOUSANDS_RE.match(s):
         s = s.replace(",", "")
@@ -396,7 +397,7 @@ def _structured_equal(pred: str, gold: str, deadline: float) -> bool | None:
 # Symbolic equality
 # ----------------------------------------------------------------------------------------------------------------
 
-_NESTED_POW_RE = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\(?[^{}\s()]*\^|\*\*[^*]*\*\*")
+_NESTED_POW_RE = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\(?[\w.]*\^|\*\*[\w.(]*\*\*")
 _BIG_EXP_RE = re.compile(r"(?:\^|\*\*)\s*\{?\s*\(?\s*[-+]?(\d+)")
 _FACT_RE = re.compile(r"(\d*)\s*\)?\s*!")
 _DANGEROUS_RE = re.compile(
@@ -479,16 +480,20 @@ def _sympy_equal(pred: str, gold: str, deadline: float) -> bool | None:
         return None
     if not all(isinstance(x, sympy.Expr) for x in (a, b)):
         if isinstance(a, sympy.Equality) and isinstance(b, sympy.Equality):
-            return (
-                _sympy_expr_equal(a.lhs, b.lhs, deadline)
-                and _sympy_expr_equal(a.rhs, b.rhs, deadline)
-                or (_sympy_expr_equal(a.lhs - a.rhs, b.lhs - b.rhs, deadline))
-            )
+            checks = [_sympy_expr_equal(a.lhs, b.lhs, deadline), _sympy_expr_equal(a.rhs, b.rhs, deadline)]
+            if all(checks):
+                return True
+            checks.append(_sympy_expr_equal(a.lhs - a.rhs, b.lhs - b.rhs, deadline))
+            if checks[-1]:
+                return True
+            return None if None in checks else False
         try:
-            return bool(a == b)
+            return True if a == b else None  # sets, relations...: structural match, else let Math-Verify try
         except Exception:
             return None
     if not (_sympy_size_ok(a) and _sympy_size_ok(b)):
+        return None
+    if a.has(*_non_finite()) or b.has(*_non_finite()):  # a misread (e.g. \gamma as the Gamma function)
         return None
     return _sympy_expr_equal(a, b, deadline)
 
@@ -506,7 +511,7 @@ def _non_finite():
     return (sympy.zoo, sympy.nan, sympy.oo, -sympy.oo)
 
 
-def _sympy_expr_equal(a, b, deadline: float) -> bool:
+def _sympy_expr_equal(a, b, deadline: float) -> bool | None:
     """Equality of two sympy expressions, decided numerically (no expansion, so it stays bounded).
 
     Constants are compared at 30 digits; expressions with variables at a few fixed points, which cannot
@@ -528,8 +533,8 @@ def _sympy_expr_equal(a, b, deadline: float) -> bool:
                 return False
             subs = {sym: sympy.Float(point[k % len(point)] + 0.1 * k, 30) for k, sym in enumerate(symbols)}
             va, vb = a.evalf(30, subs=subs), b.evalf(30, subs=subs)
-            if not (va.is_number and vb.is_number):
-                return False
+            if not (va.is_number and vb.is_number):  # undefined functions etc.: undecided
+                return None
             bad_a, bad_b = va.has(*_non_finite()), vb.has(*_non_finite())
             if bad_a or bad_b:
                 if bad_a != bad_b:
@@ -540,9 +545,11 @@ def _sympy_expr_equal(a, b, deadline: float) -> bool:
             if scale != 0 and bool(abs(va - vb).evalf(30) > tol * scale):
                 return False
             checked += 1
+        if checked == 0:
+            return None
         return checked >= min(2, len(points))
     except Exception:
-        return False
+        return None
 
 
 def _math_verify_equal(pred: str, gold: str) -> bool:
@@ -558,6 +565,11 @@ def _math_verify_equal(pred: str, gold: str) -> bool:
         p = parse(f"${pred}$", parsing_timeout=None)
         if not g or not p:
             return False
+        import sympy
+
+        for parsed in (g[0], p[0]):  # a misread side (e.g. \gamma read as the Gamma function's pole)
+            if isinstance(parsed, sympy.Basic) and parsed.has(sympy.zoo, sympy.nan):
+                return False
         return bool(verify(g, p, timeout_seconds=None))
     except Exception:
         return False

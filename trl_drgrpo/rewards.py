@@ -120,8 +120,12 @@ class _Worker:
             self.out.close()
 
 
-class _Pool:
-    """A fixed number of grading processes with a hard per-item timeout."""
+class GradingPool:
+    """A fixed number of grading processes with a hard per-item timeout.
+
+    ``run(items)`` grades ``(answer, gold)`` pairs with ``grade_fn`` (default
+    :func:`~trl_drgrpo.grader.grade_answer`); after it, ``last_durations`` and ``last_failed`` describe each item.
+    """
 
     def __init__(self, num_workers: int, timeout_s: float, grade_fn: GradeFn | None):
         self.num_workers = num_workers
@@ -138,6 +142,8 @@ class _Pool:
     def run(self, items: Sequence[tuple[str, Any]]) -> list[float]:
         """Grade ``items`` (answer, gold); an item over the timeout or whose worker dies scores 0."""
         scores = [0.0] * len(items)
+        self.last_durations: list[float] = [0.0] * len(items)  # wall time per item, for benchmarks
+        self.last_failed: list[bool] = [False] * len(items)  # timed out or worker died
         pending = list(range(len(items)))[::-1]
         busy = 0
         while pending or busy:
@@ -169,6 +175,8 @@ class _Pool:
                     message = conn.recv()
                 except (EOFError, OSError):  # the worker died: its item (if any) scores 0
                     if worker.task is not None:
+                        self.last_failed[worker.task] = True
+                        self.last_durations[worker.task] = time.monotonic() - worker.task_started
                         busy -= 1
                     self._replace(worker)
                     continue
@@ -176,12 +184,15 @@ class _Pool:
                     worker.ready = True
                 elif worker.task is not None and message[0] == worker.task:
                     scores[worker.task] = message[1]
+                    self.last_durations[worker.task] = time.monotonic() - worker.task_started
                     worker.task = None
                     busy -= 1
             now = time.monotonic()
             for worker in list(self.workers):
                 if worker.task is not None and now - worker.task_started > self.timeout_s:
                     logger.warning("grading timed out after %.1fs; killing the worker", self.timeout_s)
+                    self.last_failed[worker.task] = True
+                    self.last_durations[worker.task] = now - worker.task_started
                     busy -= 1
                     self._replace(worker)
                 elif not worker.ready and now - worker.started_at > _STARTUP_TIMEOUT_S:
@@ -194,7 +205,7 @@ class _Pool:
         self.workers = []
 
 
-def _close_pool(pool: _Pool) -> None:
+def _close_pool(pool: GradingPool) -> None:
     try:
         pool.close()
     except Exception:
@@ -260,7 +271,7 @@ class MathReward:
         self._init_runtime()
 
     def _init_runtime(self) -> None:
-        self._pool: _Pool | None = None
+        self._pool: GradingPool | None = None
         self._pool_pid: int | None = None
         self._finalizer: weakref.finalize | None = None
         self._lock = threading.Lock()
@@ -294,11 +305,11 @@ class MathReward:
             f"timeout_s={self.timeout_s}, num_workers={self.num_workers})"
         )
 
-    def _get_pool(self) -> _Pool:
+    def _get_pool(self) -> GradingPool:
         if self._pool is not None and self._pool_pid != os.getpid():  # inherited through fork: not ours
             self._pool = None
         if self._pool is None:
-            self._pool = _Pool(self.num_workers, self.timeout_s, self.grade_fn)
+            self._pool = GradingPool(self.num_workers, self.timeout_s, self.grade_fn)
             self._pool_pid = os.getpid()
             self._finalizer = weakref.finalize(self, _close_pool, self._pool)  # also runs at interpreter exit
         return self._pool
