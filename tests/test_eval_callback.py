@@ -302,6 +302,11 @@ callback.bind(trainer)
 trainer.train()
 with open(f"{out}/history_{trainer.accelerator.process_index}.json", "w") as f:
     json.dump({"world": trainer.accelerator.num_processes, "history": callback.history}, f)
+# A clean shutdown avoids a rare "terminate called without an active exception" abort at exit.
+trainer.accelerator.wait_for_everyone()
+import torch.distributed
+if torch.distributed.is_initialized():
+    torch.distributed.destroy_process_group()
 """
 
 

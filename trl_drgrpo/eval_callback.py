@@ -198,6 +198,12 @@ class EvaluationCallback(TrainerCallback):
             shard = problems[:1] * per_rank
         gather = getattr(trainer.args, "ds3_gather_for_generation", True)
         zero3 = _is_zero3(accelerator)
+        dist = getattr(trainer, "_dist", None)  # TRL's DistributedBackend: full FSDP params for generate
+        full_params = (
+            dist.summon_full_params(trainer.model_wrapped, recurse=False)
+            if dist is not None
+            else nullcontext()
+        )
         with (
             unwrap_model_for_generation(
                 trainer.model_wrapped,
@@ -205,6 +211,7 @@ class EvaluationCallback(TrainerCallback):
                 gather_deepspeed3_params=gather,
                 gradient_checkpointing_kwargs=getattr(trainer.args, "gradient_checkpointing_kwargs", None),
             ) as model,
+            full_params,
             _eval_mode(trainer.model),
             _eval_mode(model),
         ):
