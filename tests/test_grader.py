@@ -147,6 +147,8 @@ NOT_EQUIVALENT = {
     "misread_by_parsers": [
         (r"m_{p} c^{2}(\gamma^{2}-2) \sin ^{2} \theta", r"m_{p} c^{2}(\gamma^{2}-1) \sin ^{2} \theta"),
         (r"2\pi r^3", r"2 r^2 \pi"),
+        (r"\frac{" + "9" * 60 + "}{7}", r"\frac{" + "9" * 60 + "}{7}+1"),  # equal as floats, not exactly
+        (r"2^{1009}+1", r"2^{1009}"),
     ],
     "symbolic": [("x^2+2x", "(x+1)^2"), (r"\sqrt{x^2}", "x"), ("R^2", "3R^2"), ("r", "R"), ("2n", "2")],
     "structure": [("(1,2)", "(2,1)"), ("[3,4]", "(3,4]"), ("1", "1,-2"), ("1, 2, 2", "1, 2")],
@@ -229,6 +231,10 @@ PATHOLOGICAL = {
     "long_product": (boxed("(a+b+c)" * 40), "(a+b+c)" * 39),
     "big_integer_power": (boxed("9999^{5000}"), "9999^{4999}"),
     "integral": (boxed(r"\int_0^{10^{9}} e^{x^2} dx"), "1"),
+    "exp_tower": (boxed(r"\exp(\exp(\exp(100)))"), r"\exp(\exp(\exp(100)))+1"),
+    "power_of_powers": (boxed(r"((10^{4000})^{4000})^{4000}"), "1"),
+    "huge_binomial": (boxed(r"\binom{10^{100}}{10^{50}}"), r"\binom{10^{100}}{10^{50}}+1"),
+    "cosh_tower": (boxed(r"\cosh(\cosh(\cosh(50)))"), "1"),
     "not_a_string": (None, "1"),
 }
 

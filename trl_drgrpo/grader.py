@@ -425,6 +425,10 @@ def _safe_for_symbolic(s: str) -> bool:
                 return False
     if s.count("{") > 60 or s.count("(") > 60:
         return False
+    if s.count("^") > 1 and re.search(r"[)}]\^\{?\(?(\d{3,})", s):  # ((10^{4000})^{4000})^{4000}
+        return False
+    if "\\binom" in s and ("^" in s or re.search(r"\d{4,}", s)):
+        return False
     return True
 
 
@@ -511,43 +515,161 @@ def _non_finite():
     return (sympy.zoo, sympy.nan, sympy.oo, -sympy.oo)
 
 
+class _Unsupported(Exception):
+    """The float evaluator met a node it does not know (undefined function, set, ...)."""
+
+
+_FLOAT_LIMIT = 1e250  # intermediate magnitude above which a numeric check is refused (prefer "unequal")
+
+
+def _float_functions() -> dict:
+    import cmath
+
+    import sympy
+
+    def real_only(fn):
+        def wrapped(z: complex) -> complex:
+            if abs(z.imag) > 1e-12 * max(1.0, abs(z.real)):
+                raise _Unsupported("real function of a complex value")
+            return complex(fn(z.real))
+
+        return wrapped
+
+    def log(z: complex, base: complex | None = None) -> complex:
+        return cmath.log(z) if base is None else cmath.log(z) / cmath.log(base)
+
+    def gamma_of(z: complex) -> complex:
+        if abs(z.real) > 170:
+            raise OverflowError("factorial too large")
+        return complex(math.gamma(z.real)) if abs(z.imag) < 1e-12 else (_ for _ in ()).throw(_Unsupported())
+
+    return {
+        sympy.exp: cmath.exp,
+        sympy.log: log,
+        sympy.sin: cmath.sin,
+        sympy.cos: cmath.cos,
+        sympy.tan: cmath.tan,
+        sympy.cot: lambda z: 1 / cmath.tan(z),
+        sympy.sec: lambda z: 1 / cmath.cos(z),
+        sympy.csc: lambda z: 1 / cmath.sin(z),
+        sympy.asin: cmath.asin,
+        sympy.acos: cmath.acos,
+        sympy.atan: cmath.atan,
+        sympy.sinh: cmath.sinh,
+        sympy.cosh: cmath.cosh,
+        sympy.tanh: cmath.tanh,
+        sympy.Abs: lambda z: complex(abs(z)),
+        sympy.floor: real_only(math.floor),
+        sympy.ceiling: real_only(math.ceil),
+        sympy.re: lambda z: complex(z.real),
+        sympy.im: lambda z: complex(z.imag),
+        sympy.factorial: lambda z: gamma_of(z + 1),
+        sympy.gamma: gamma_of,
+    }
+
+
+def _float_eval(expr, subs: dict, functions: dict) -> complex:
+    """Evaluate ``expr`` with Python complex floats: bounded in time, raises ``OverflowError`` on huge values."""
+    import sympy
+
+    if isinstance(expr, sympy.Symbol):
+        if expr not in subs:
+            raise _Unsupported(str(expr))
+        value = complex(subs[expr])
+    elif expr is sympy.I:
+        value = 1j
+    elif isinstance(expr, (sympy.Number, sympy.NumberSymbol)):
+        if isinstance(expr, sympy.Integer) and abs(int(expr)).bit_length() > 900:
+            raise OverflowError("integer too large")
+        if isinstance(expr, sympy.Rational) and max(abs(expr.p), abs(expr.q)).bit_length() > 900:
+            raise OverflowError("rational too large")
+        value = complex(float(expr))
+    elif isinstance(expr, sympy.Add):
+        value = sum((_float_eval(arg, subs, functions) for arg in expr.args), 0j)
+    elif isinstance(expr, sympy.Mul):
+        value = 1 + 0j
+        for arg in expr.args:
+            value *= _float_eval(arg, subs, functions)
+    elif isinstance(expr, sympy.Pow):
+        base, exponent = (_float_eval(arg, subs, functions) for arg in expr.args)
+        if base == 0 and exponent.real < 0:
+            raise ZeroDivisionError("0 to a negative power")
+        if base.imag == 0 and exponent.imag == 0 and (base.real > 0 or float(exponent.real).is_integer()):
+            value = complex(math.pow(base.real, exponent.real))
+        else:
+            value = base**exponent
+    elif isinstance(expr, sympy.binomial):
+        n, k = (_float_eval(arg, subs, functions) for arg in expr.args)
+        g = functions[sympy.gamma]
+        value = g(n + 1) / (g(k + 1) * g(n - k + 1))
+    elif expr.func in functions:
+        value = functions[expr.func](*(_float_eval(arg, subs, functions) for arg in expr.args))
+    else:
+        raise _Unsupported(type(expr).__name__)
+    if not (abs(value) <= _FLOAT_LIMIT):  # also catches inf and nan
+        raise OverflowError("value too large")
+    return value
+
+
+def _point_value(expr, subs: dict, functions: dict) -> complex | None:
+    """Float value at a point; None where the expression is undefined there (division by zero, log 0...)."""
+    try:
+        return _float_eval(expr, subs, functions)
+    except (ZeroDivisionError, ValueError):
+        return None
+
+
 def _sympy_expr_equal(a, b, deadline: float) -> bool | None:
     """Equality of two sympy expressions, decided numerically (no expansion, so it stays bounded).
 
-    Constants are compared at 30 digits; expressions with variables at a few fixed points, which cannot
-    make a false positive in practice while avoiding ``expand``/``simplify`` blow-ups.
+    Both sides are first evaluated with Python floats at a few fixed points (a bounded computation; a value
+    beyond 1e250 makes the answer "unequal"); when they agree, exact expressions are confirmed at 30 digits
+    with sympy. None means undecided (an unknown function).
     """
     import sympy
 
     try:
         if a == b:
             return True
-        tol = REL_TOL if (a.has(sympy.Float) or b.has(sympy.Float)) else 1e-12
+        inexact = a.has(sympy.Float) or b.has(sympy.Float)
         symbols = sorted(a.free_symbols | b.free_symbols, key=str)
         if len(symbols) > 8:
             return False
+        functions = _float_functions()
         points = _POINTS if symbols else ((),)
         checked = 0
         for point in points:
             if time.monotonic() > deadline:
                 return False
-            subs = {sym: sympy.Float(point[k % len(point)] + 0.1 * k, 30) for k, sym in enumerate(symbols)}
-            va, vb = a.evalf(30, subs=subs), b.evalf(30, subs=subs)
-            if not (va.is_number and vb.is_number):  # undefined functions etc.: undecided
-                return None
-            bad_a, bad_b = va.has(*_non_finite()), vb.has(*_non_finite())
-            if bad_a or bad_b:
-                if bad_a != bad_b:
+            values = {sym: point[k % len(point)] + 0.1 * k for k, sym in enumerate(symbols)}
+            fa, fb = _point_value(a, values, functions), _point_value(b, values, functions)
+            if fa is None or fb is None:
+                if (fa is None) != (fb is None):
                     return False
                 continue
-            # compared in sympy floats: unlike Python floats they neither overflow nor underflow
-            scale = sympy.Max(abs(va), abs(vb)).evalf(30)
-            if scale != 0 and bool(abs(va - vb).evalf(30) > tol * scale):
+            scale = max(abs(fa), abs(fb))
+            if abs(fa - fb) > (REL_TOL if inexact else 1e-6) * scale:
                 return False
+            if not inexact:  # floats agree: confirm exactly-written values exactly (safe: magnitudes bounded)
+                exact = {sym: sympy.Rational(repr(v)) for sym, v in values.items()}
+                diff = (a - b).subs(exact) if exact else a - b
+                if diff.is_Rational:
+                    if diff != 0:
+                        return False
+                else:
+                    dv = diff.evalf(30)
+                    if not dv.is_number:
+                        return None
+                    if bool(abs(dv) > 1e-25 * max(1.0, scale)):
+                        return False
             checked += 1
         if checked == 0:
             return None
         return checked >= min(2, len(points))
+    except _Unsupported:
+        return None
+    except OverflowError:
+        return False
     except Exception:
         return None
 
