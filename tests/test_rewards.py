@@ -173,3 +173,15 @@ def test_pathological_batch_is_bounded(reward):
     scores = reward(completions, answer=["4", "1", "9", "42", "1"])
     assert scores == [0.0, 0.0, 0.0, 1.0, 1.0]
     assert time.perf_counter() - start < 5
+
+
+def test_workers_that_cannot_start_are_a_clear_error(monkeypatch):
+    import trl_drgrpo.rewards as rewards_module
+
+    monkeypatch.setattr(
+        rewards_module, "_WORKER_BOOTSTRAP", "import sys; sys.exit(1)  # {read_fd} {write_fd}"
+    )
+    r = MathReward(num_workers=1)
+    with pytest.raises(RuntimeError, match="keep dying at start-up"):
+        r([r"\boxed{1}"], answer=["1"])
+    r.close()

@@ -133,6 +133,7 @@ class GradingPool:
         self.grade_fn_bytes = pickle.dumps(grade_fn) if grade_fn is not None else b""
         self.workers = [_Worker(self.grade_fn_bytes) for _ in range(num_workers)]
         self.killed = 0
+        self.startup_failures = 0
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
@@ -174,6 +175,13 @@ class GradingPool:
                 try:
                     message = conn.recv()
                 except (EOFError, OSError):  # the worker died: its item (if any) scores 0
+                    if not worker.ready:
+                        self.startup_failures += 1
+                        if self.startup_failures >= 3:
+                            raise RuntimeError(
+                                "MathReward grading workers keep dying at start-up (is trl_drgrpo importable "
+                                f"by {sys.executable}?); see their error output above"
+                            ) from None
                     if worker.task is not None:
                         self.last_failed[worker.task] = True
                         self.last_durations[worker.task] = time.monotonic() - worker.task_started
