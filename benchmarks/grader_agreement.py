@@ -201,8 +201,14 @@ def _sci_cases(m: re.Match) -> tuple[list[tuple[str, str]], list[tuple[str, str]
     return pos, neg
 
 
+def _without_spaces(g: str) -> str:
+    """Drop spaces, except the one ending a command before a letter ("\\pi r" must not become "\\pir")."""
+    g = re.sub(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])", "\\1\x01", g)
+    return re.sub(r"\s+", "", g).replace("\x01", " ")
+
+
 def _generic_cases(g: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    pos = [(g, "identity"), (f"${g}$", "$ wrapper"), (g.replace(" ", ""), "no spaces")]
+    pos = [(g, "identity"), (f"${g}$", "$ wrapper"), (_without_spaces(g), "no spaces")]
     if "\\frac" in g:
         pos.append((g.replace("\\frac", "\\dfrac"), "dfrac"))
     if "," not in g and "=" not in g and "\\begin" not in g:

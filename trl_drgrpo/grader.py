@@ -133,7 +133,7 @@ _UNIT_WORDS = (
 _UNIT_RE = re.compile(rf"(?<![A-Za-z\\])(?:{_UNIT_WORDS})(?:\^\{{?-?\d+\}}?)?(?![A-Za-z])")
 _TEXT_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 _SPACING_RE = re.compile(r"(?<!\\)\\[!,;:> ]|\\q?quad|~|\\displaystyle|\\limits")
-_LHS_RE = re.compile(r"^[A-Za-z](?:_\{?[A-Za-z0-9\\]+\}?)?(?:\([A-Za-z]\))?\s*=(?!=)")
+_LHS_RE = re.compile(r"^[A-Za-z](?:_\{?[A-Za-z0-9\\ ]+\}?)?(?:\([A-Za-z]\))?\s*=(?!=)")
 _THOUSANDS_RE = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
 
 
@@ -190,6 +190,8 @@ def normalize_answer(answer: Any) -> str:
     s = re.sub(r"([_^])\{([A-Za-z0-9]+)\}", r"\1\2", s)  # x^{2} -> x^2, 52_{8} -> 52_8
     if _THOUSANDS_RE.match(s):
         s = s.replace(",", "")
+    while len(s) > 2 and s[0] == "(" and s[-1] == ")" and _balanced(s[1:-1]) and "," not in s:
+        s = s[1:-1]  # redundant outer parentheses: "(x+1)" -> "x+1" (tuples keep theirs)
     return s
 
 
