@@ -56,7 +56,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 
 def demo_pretrain_arguments():
-    """The base model's size and corpus (a slip of +1 in 60% of worked examples, 20% unboxed)."""
+    """The base model: 4 layers x 128, 600 steps on fact drills (60%) and worked examples that slip.
+
+    The worked examples state ``answer + 1`` 60% of the time and leave 20% unboxed, so the base model
+    knows the facts but answers with a habit of slipping; the measured start is ~30% greedy, ~15% sampled.
+    """
     from trl_drgrpo.pretrain import PretrainArguments
 
     return PretrainArguments(
@@ -70,9 +74,12 @@ def demo_pretrain_arguments():
         error_rate=0.6,
         error_offset=1,
         unboxed_rate=0.2,
+        drill_fraction=0.6,
+        drill_size=8,
         steps=600,
         batch_size=32,
-        learning_rate=3e-3,
+        learning_rate=1e-3,
+        warmup_steps=10,
         log_every=100,
         **TASK,
     )
@@ -101,7 +108,7 @@ def evaluate_synthetic(
     inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     torch.manual_seed(seed)
     sampling = (
-        {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": None}
+        {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
         if temperature > 0
         else {"do_sample": False}
     )
@@ -126,7 +133,7 @@ def evaluate_synthetic(
 
 
 def evaluate_both(model_dir: str, problems) -> dict:
-    """Greedy accuracy and accuracy of one sample at temperature 1 (what the RL reward sees)."""
+    """Greedy accuracy and accuracy of one sample at temperature 1 without top-k (as the RL rollouts)."""
     return {
         "greedy": evaluate_synthetic(model_dir, problems),
         "sampled": evaluate_synthetic(model_dir, problems, temperature=1.0),
@@ -148,7 +155,7 @@ def train_command(
     return [sys.executable, *script]
 
 
-def reward_start_end(log_history: list[dict], window: int = 5) -> tuple[float, float]:
+def reward_start_end(log_history: list[dict], window: int = 10) -> tuple[float, float]:
     """Mean reward over the first and the last ``window`` logged steps."""
     rewards = [e["reward"] for e in log_history if "reward" in e]
     if not rewards:

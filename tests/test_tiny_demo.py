@@ -64,3 +64,16 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (out / "training_curves.png").is_file()
     assert (out / "drgrpo" / "config.json").is_file() and (out / "base" / "pretrain_log.json").is_file()
     assert "before RL" in result.stdout and "mean training reward" in result.stdout
+
+
+def test_moving_average():
+    from trl_drgrpo.plots import moving_average
+
+    assert moving_average([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    with pytest.raises(ValueError, match="window"):
+        moving_average([1.0], 0)
+
+
+def test_plot_with_smoothed_reward(tmp_path):
+    history = [{"step": i, "reward": i % 3 / 3} for i in range(1, 31)]
+    assert Path(plot_training_curves(history, tmp_path / "r.png")).is_file()

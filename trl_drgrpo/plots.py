@@ -63,6 +63,19 @@ def metric_series(log_history: Sequence[Mapping], name: str) -> tuple[list[float
     return [s for s, _ in points], [v for _, v in points]
 
 
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean over up to ``window`` points (shorter at the start)."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def plot_training_curves(
     source: str | os.PathLike | Sequence[Mapping],
     output_path: str | os.PathLike,
@@ -83,14 +96,25 @@ def plot_training_curves(
         raise ValueError(f"log_history has none of the metrics {wanted}")
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (panel_title, names, ylabel) in zip(axes[0], panels, strict=True):
+        lines = 0
         for name in names:
             steps, values = metric_series(history, name)
             ax.plot(steps, values, marker="o", markersize=2.5, linewidth=1.2, label=_LABELS.get(name, name))
+            lines += 1
+            if name in REWARD_METRICS and len(values) >= 10:
+                window = max(2, len(values) // 10)
+                ax.plot(
+                    steps,
+                    moving_average(values, window),
+                    linewidth=2.2,
+                    label=f"moving average ({window} steps)",
+                )
+                lines += 1
         ax.set_title(panel_title)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        if len(names) > 1:
+        if lines > 1:
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)

@@ -19,11 +19,12 @@ from datasets import Dataset
 from .templates import Template, get_template
 
 OPERATORS = ("+", "-", "*")
+# The equation always comes first, right after the question (a fixed distance to copy the operands from,
+# which a tiny model learns quickly); the styles differ in the text after it, hence in length.
 _STYLES = (
     "{a} {op} {b} = {r}. The answer is {final}.",
-    "We compute {a} {op} {b}. {a} {op} {b} = {r}. So the final answer is {final}.",
-    "Let's think step by step. The question asks for {a} {op} {b}. Working it out, {a} {op} {b} = {r}. "
-    "Therefore, the answer is {final}.",
+    "{a} {op} {b} = {r}. So the final answer is {final}.",
+    "{a} {op} {b} = {r}. Let's check this step by step: the result stays the same. Therefore, the answer is {final}.",
 )
 
 
