@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from trl import ModelConfig, TrlParser
 
-from trl_drgrpo.config import DrGRPOConfig, DrGRPOScriptArguments
+from trl_drgrpo.config import DrGRPOConfig, DrGRPOScriptArguments, batch_shape
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 PAPER_RECIPES = sorted(p for p in RECIPES_DIR.glob("*/*.yaml") if p.parent.name != "demo")
@@ -61,11 +61,15 @@ def test_paper_recipe_settings(path):
         1.0,
         8,
     )
-    # batch geometry on 8 processes: 128 samples per optimizer step, 1024 (128 questions) per generation
-    procs = 8
-    assert train.per_device_train_batch_size * train.gradient_accumulation_steps * procs == 128
-    assert train.per_device_train_batch_size * train.steps_per_generation * procs == 1024
+    # batch geometry: 128 samples per optimizer step, 1024 (128 questions) per generation, for any process count
+    assert (train.samples_per_step, train.samples_per_rollout) == (128, 1024)
+    # parsed in one process: the accumulation makes up for the missing 7 GPUs
+    assert train.per_device_train_batch_size * train.gradient_accumulation_steps == 128
+    assert train.generation_batch_size == 1024
     assert train.steps_per_generation // train.gradient_accumulation_steps == 8
+    # on 8 processes: no accumulation, 8 micro-steps per rollout
+    accumulation, generation = batch_shape(train.per_device_train_batch_size, 8, 128, 1024)
+    assert train.per_device_train_batch_size * accumulation * 8 == 128 and generation == 1024
     assert train.num_iterations == 1 and train.epsilon == 0.2
     # optimiser
     assert train.learning_rate == 1e-6 and train.lr_scheduler_type == "constant"
