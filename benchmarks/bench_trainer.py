@@ -93,6 +93,8 @@ def run_one(which: str, opts: argparse.Namespace) -> dict:
         max_completion_length=opts.max_completion_length,
         max_steps=opts.warmup + opts.steps,
         learning_rate=1e-6,
+        lr_scheduler_type="constant",  # the same optimisation for both: only the trainer class differs
+        adam_beta2=0.95,
         beta=0.0,
         use_cpu=not cuda,
         bf16=opts.bf16,
@@ -159,13 +161,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model_dir", default=None, help="Model folder; default: build a tiny one.")
-    parser.add_argument("--hidden_size", type=int, default=256)
+    parser.add_argument("--hidden_size", type=int, default=128)
     parser.add_argument("--num_layers", type=int, default=4)
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--max_completion_length", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--max_completion_length", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--gradient_checkpointing", action="store_true")
     parser.add_argument("--measure_memory", action="store_true", help=argparse.SUPPRESS)
