@@ -15,6 +15,7 @@ import os
 import sys
 
 import torch.distributed as dist
+from transformers import AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, TrlParser, get_peft_config
 
@@ -77,6 +78,16 @@ def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_
         stop = {"stop": list(template.stop), "include_stop_str_in_output": True}
         training_args.generation_kwargs = {**(training_args.generation_kwargs or {}), **stop}
 
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+    )
+    if training_args.extra_eos_tokens is None:
+        # A chat template's end-of-turn marker ends the response even where the base model's EOS differs.
+        known = tokenizer.get_vocab()
+        training_args.extra_eos_tokens = [t for t in template.end_tokens if t in known] or None
+
     problems = load_problems(
         script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split
     )
@@ -98,6 +109,7 @@ def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_
         reward_funcs=reward,
         args=training_args,
         train_dataset=dataset,
+        processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         callbacks=build_callbacks(script_args, training_args),
         rollout_func=import_object(script_args.rollout_func) if script_args.rollout_func else None,

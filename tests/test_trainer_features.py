@@ -193,3 +193,37 @@ def test_config_applies_the_batch_shape_in_one_process(tmp_path):
         1024,
         64,
     )
+
+
+@pytest.mark.parametrize("extra", [True, False])
+def test_extra_eos_tokens_end_responses(tiny_model_dir, tmp_path, extra):
+    """`<|im_end|>` as an extra end of sequence: generation stops there and the response is not truncated."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    args = _args(
+        tmp_path,
+        max_steps=1,
+        extra_eos_tokens=["<|im_end|>"] if extra else None,
+        # make <|im_end|> the only likely token, so the model emits it at once
+        generation_kwargs={"sequence_bias": {(im_end,): 100.0}},
+    )
+    trainer = DrGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=digit_reward,
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": QUESTIONS}),
+    )
+    assert (im_end in trainer.eos_token_ids) == extra
+    trainer.train()
+    assert _logged(trainer, "drgrpo/truncated_fraction") == [0.0 if extra else 1.0]
+    assert _logged(trainer, "completions/mean_length") == [1.0 if extra else 8.0]
+
+
+def test_unknown_extra_eos_token_is_refused(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"\['<\|eot\|>'\] are not single tokens"):
+        DrGRPOTrainer(
+            model=tiny_model_dir,
+            reward_funcs=digit_reward,
+            args=_args(tmp_path, extra_eos_tokens=["<|eot|>"]),
+            train_dataset=Dataset.from_dict({"prompt": QUESTIONS}),
+        )

@@ -67,6 +67,9 @@ class DrGRPOConfig(GRPOConfig):
         truncated_completion_reward (`float` or `None`, defaults to `0.0`):
             Reward given to every reward function's score for a response that hit `max_completion_length` without
             an end of sequence. `None` keeps the rewards the functions returned.
+        extra_eos_tokens (`list[str]` or `None`, defaults to `None`):
+            Extra single tokens that end a response (vLLM and transformers generation, completion masks,
+            truncation), e.g. `["<|im_end|>"]` for the Qwen-Math template on a base model.
         samples_per_step (`int` or `None`, defaults to `None`):
             Responses per optimizer step over all processes (the paper: 128); sets `gradient_accumulation_steps`
             from `per_device_train_batch_size` and the number of processes (`WORLD_SIZE`).
@@ -110,6 +113,13 @@ class DrGRPOConfig(GRPOConfig):
         default=1.0,
         metadata={
             "help": "Total reward at or above which a response counts as correct in the length metrics."
+        },
+    )
+    extra_eos_tokens: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Extra tokens that end a response in generation and in the loss masks, e.g. <|im_end|> for the "
+            "Qwen-Math chat template on a base model whose end of sequence is <|endoftext|>."
         },
     )
     samples_per_step: int | None = field(

@@ -35,12 +35,15 @@ class Template:
         answer_format: ``"boxed"`` (last ``\\boxed{}`` of the response) or ``"r1"``
             (``</think> <answer> ... </answer>``).
         stop: Strings that end generation; they are kept in the response.
+        end_tokens: Special tokens that end the assistant's turn (chat markers), used as extra
+            end-of-sequence tokens when the tokenizer has them.
     """
 
     name: str
     prompt: str
     answer_format: AnswerFormat = "boxed"
     stop: tuple[str, ...] = field(default_factory=tuple)
+    end_tokens: tuple[str, ...] = field(default_factory=tuple)
 
     def format(self, question: str) -> str:
         """Return the prompt for ``question``."""
@@ -58,7 +61,9 @@ def register_template(template: Template, *, overwrite: bool = False) -> Templat
     if "{question}" not in template.prompt:
         raise ValueError(f"template {template.name!r} has no '{{question}}' field in its prompt")
     if template.name in _REGISTRY and not overwrite:
-        raise ValueError(f"template {template.name!r} is already registered; pass overwrite=True to replace it")
+        raise ValueError(
+            f"template {template.name!r} is already registered; pass overwrite=True to replace it"
+        )
     _REGISTRY[template.name] = template
     return template
 
@@ -79,5 +84,5 @@ def available_templates() -> list[str]:
 
 
 register_template(Template("r1", R1, answer_format="r1", stop=("</answer>",)))
-register_template(Template("qwen_math", QWEN_MATH, answer_format="boxed"))
+register_template(Template("qwen_math", QWEN_MATH, answer_format="boxed", end_tokens=("<|im_end|>",)))
 register_template(Template("no", NO_TEMPLATE, answer_format="boxed"))

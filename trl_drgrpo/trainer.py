@@ -54,9 +54,26 @@ class DrGRPOTrainer(GRPOTrainer):
             )
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
         self._rollout: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        if args.extra_eos_tokens:
+            self._add_eos_tokens(args.extra_eos_tokens)
         for callback in self.callback_handler.callbacks:
             if callable(getattr(callback, "bind", None)):
                 callback.bind(self)
+
+    def _add_eos_tokens(self, tokens: list[str]) -> None:
+        """Make `tokens` end responses in generation (vLLM or transformers) and in TRL's completion masks."""
+        vocab = self._tokenizer.get_vocab()
+        unknown = [t for t in tokens if t not in vocab]
+        if unknown:
+            raise ValueError(f"extra_eos_tokens {unknown} are not single tokens of this tokenizer")
+        new_ids = [vocab[t] for t in tokens if vocab[t] not in self.eos_token_ids]
+        self.eos_token_ids = [*self.eos_token_ids, *new_ids]
+        if self.use_vllm:
+            kwargs = self.vllm_generation.generation_kwargs
+            kwargs["stop_token_ids"] = [*(kwargs.get("stop_token_ids") or []), *new_ids]
+        else:
+            self.generation_kwargs["eos_token_id"] = self.eos_token_ids
+            self.generation_config.eos_token_id = self.eos_token_ids
 
     # ------------------------------------------------------------------ rewards and advantages
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
