@@ -75,6 +75,19 @@ def _loss_and_grads(trainer, inputs: list[dict]):
     return batch["advantages"], loss.detach(), grads
 
 
+def _trainer(cls, model_and_tokenizer, args, reward=length_parity_reward):
+    """A trainer on a fresh copy of the model, fed by the fixed rollout."""
+    model, tok = model_and_tokenizer
+    return cls(
+        model=copy.deepcopy(model),
+        reward_funcs=reward,
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": QUESTIONS}),
+        processing_class=tok,
+        rollout_func=fixed_rollout,
+    )
+
+
 @pytest.fixture(scope="module")
 def model_and_tokenizer(tiny_model_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -84,8 +97,6 @@ def model_and_tokenizer(tiny_model_dir):
     ("length_normalization", "std_normalization"), list(itertools.product([False, True], [False, True]))
 )
 def test_loss_and_gradients_match_trl(tmp_path, model_and_tokenizer, length_normalization, std_normalization):
-    model, tok = model_and_tokenizer
-    dataset = Dataset.from_dict({"prompt": QUESTIONS})
     inputs = [{"prompt": q} for q in QUESTIONS for _ in range(GROUP)]
 
     trl_args = GRPOConfig(
@@ -99,17 +110,10 @@ def test_loss_and_gradients_match_trl(tmp_path, model_and_tokenizer, length_norm
         truncated_completion_reward=None,
         **_common_args(tmp_path / "ours"),
     )
-    results = []
-    for cls, args in ((GRPOTrainer, trl_args), (DrGRPOTrainer, ours_args)):
-        trainer = cls(
-            model=copy.deepcopy(model),
-            reward_funcs=length_parity_reward,
-            args=args,
-            train_dataset=dataset,
-            processing_class=tok,
-            rollout_func=fixed_rollout,
-        )
-        results.append(_loss_and_grads(trainer, inputs))
+    results = [
+        _loss_and_grads(_trainer(cls, model_and_tokenizer, args), inputs)
+        for cls, args in ((GRPOTrainer, trl_args), (DrGRPOTrainer, ours_args))
+    ]
     (adv_trl, loss_trl, grads_trl), (adv_ours, loss_ours, grads_ours) = results
 
     assert adv_ours.abs().sum() > 0, "the batch must carry a learning signal"
@@ -122,8 +126,6 @@ def test_loss_and_gradients_match_trl(tmp_path, model_and_tokenizer, length_norm
 
 def test_switches_change_the_loss(tmp_path, model_and_tokenizer):
     """The four settings are really different objectives on this batch (so the test above can fail)."""
-    model, tok = model_and_tokenizer
-    dataset = Dataset.from_dict({"prompt": QUESTIONS})
     inputs = [{"prompt": q} for q in QUESTIONS for _ in range(GROUP)]
     losses = []
     for length_norm, std_norm in itertools.product([False, True], [False, True]):
@@ -133,35 +135,18 @@ def test_switches_change_the_loss(tmp_path, model_and_tokenizer):
             truncated_completion_reward=None,
             **_common_args(tmp_path / f"{length_norm}{std_norm}"),
         )
-        trainer = DrGRPOTrainer(
-            model=copy.deepcopy(model),
-            reward_funcs=length_parity_reward,
-            args=args,
-            train_dataset=dataset,
-            processing_class=tok,
-            rollout_func=fixed_rollout,
-        )
-        _, loss, grads = _loss_and_grads(trainer, inputs)
+        _, _, grads = _loss_and_grads(_trainer(DrGRPOTrainer, model_and_tokenizer, args), inputs)
         losses.append(sum(g.abs().sum().item() for g in grads.values()))
     assert len({round(x, 9) for x in losses}) == 4
 
 
 def test_truncated_completions_get_the_truncation_reward(tmp_path, model_and_tokenizer):
     """A response that runs to the budget without EOS scores `truncated_completion_reward` (0 by default)."""
-    model, tok = model_and_tokenizer
 
     def always_one(completions, **kwargs):
         return [1.0] * len(completions)
 
-    args = DrGRPOConfig(**_common_args(tmp_path))
-    trainer = DrGRPOTrainer(
-        model=copy.deepcopy(model),
-        reward_funcs=always_one,
-        args=args,
-        train_dataset=Dataset.from_dict({"prompt": QUESTIONS}),
-        processing_class=tok,
-        rollout_func=fixed_rollout,
-    )
+    trainer = _trainer(DrGRPOTrainer, model_and_tokenizer, DrGRPOConfig(**_common_args(tmp_path)), always_one)
     inputs = [{"prompt": q} for q in QUESTIONS for _ in range(GROUP)]
     trainer.model.train()
     batch = trainer._generate_and_score_completions(inputs)
