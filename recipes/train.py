@@ -19,7 +19,7 @@ from transformers import AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, TrlParser, get_peft_config
 
-from trl_drgrpo import DrGRPOConfig, DrGRPOScriptArguments, DrGRPOTrainer, get_template
+from trl_drgrpo import DrGRPOConfig, DrGRPOScriptArguments, DrGRPOTrainer, Template, get_template
 from trl_drgrpo.data import load_problems, to_prompt_dataset
 from trl_drgrpo.rewards import MathReward
 
@@ -54,6 +54,18 @@ def import_object(path: str):
     return getattr(importlib.import_module(module_name), name)
 
 
+def apply_template_endings(training_args: DrGRPOConfig, template: Template, vocab: dict[str, int]) -> None:
+    """Where a response ends, from the template, unless the config says otherwise.
+
+    r1 stops after </answer> (kept for the grader); a chat template's end-of-turn marker (<|im_end|>) ends
+    the response even where the base model's own end of sequence is another token.
+    """
+    if training_args.stop_strings is None:
+        training_args.stop_strings = list(template.stop) or None
+    if training_args.extra_eos_tokens is None:
+        training_args.extra_eos_tokens = [t for t in template.end_tokens if t in vocab] or None
+
+
 def last_checkpoint(output_dir: str) -> str | None:
     """The newest `checkpoint-N` folder in `output_dir`, if any (the folder may not exist yet on every rank)."""
     return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
@@ -73,20 +85,13 @@ def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_
         "dtype": model_args.dtype,
     }
     training_args.model_init_kwargs = {**init_kwargs, **(training_args.model_init_kwargs or {})}
-    if training_args.use_vllm and template.stop and not (training_args.generation_kwargs or {}).get("stop"):
-        # r1 ends its answer with </answer>; vLLM stops there and keeps the tag for the grader.
-        stop = {"stop": list(template.stop), "include_stop_str_in_output": True}
-        training_args.generation_kwargs = {**(training_args.generation_kwargs or {}), **stop}
 
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.model_name_or_path,
         revision=model_args.model_revision,
         trust_remote_code=training_args.trust_remote_code,
     )
-    if training_args.extra_eos_tokens is None:
-        # A chat template's end-of-turn marker ends the response even where the base model's EOS differs.
-        known = tokenizer.get_vocab()
-        training_args.extra_eos_tokens = [t for t in template.end_tokens if t in known] or None
+    apply_template_endings(training_args, template, tokenizer.get_vocab())
 
     problems = load_problems(
         script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split

@@ -148,3 +148,20 @@ def test_in_training_evaluation_from_the_recipe(tiny_model_dir, tmp_path, eval_s
     samples = (tmp_path / "run" / "eval" / "step_1" / "samples.jsonl").read_text().splitlines()
     assert sorted({json.loads(line)["benchmark"] for line in samples}) == ["aime", "amc"]
     assert len(samples) == 4
+
+
+@pytest.mark.parametrize(
+    ("template", "stop_strings", "extra_eos"),
+    [("r1", ["</answer>"], None), ("qwen_math", None, ["<|im_end|>"]), ("no", None, None)],
+)
+def test_template_sets_where_responses_end(tmp_path, template, stop_strings, extra_eos):
+    from trl_drgrpo import DrGRPOConfig, get_template
+
+    script = _load_script()
+    args = DrGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False)
+    script.apply_template_endings(args, get_template(template), {"<|im_end|>": 7})
+    assert (args.stop_strings, args.extra_eos_tokens) == (stop_strings, extra_eos)
+    # a value set in the recipe wins, and a marker the tokenizer lacks is not added
+    args = DrGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, stop_strings=["###"])
+    script.apply_template_endings(args, get_template(template), {})
+    assert (args.stop_strings, args.extra_eos_tokens) == (["###"], None)

@@ -67,6 +67,9 @@ class DrGRPOConfig(GRPOConfig):
         truncated_completion_reward (`float` or `None`, defaults to `0.0`):
             Reward given to every reward function's score for a response that hit `max_completion_length` without
             an end of sequence. `None` keeps the rewards the functions returned.
+        stop_strings (`list[str]` or `None`, defaults to `None`):
+            Strings that end a response and are kept in it (`["</answer>"]` for the R1 template): vLLM stops
+            there, transformers-generated responses are cut right after the first one.
         extra_eos_tokens (`list[str]` or `None`, defaults to `None`):
             Extra single tokens that end a response (vLLM and transformers generation, completion masks,
             truncation), e.g. `["<|im_end|>"]` for the Qwen-Math template on a base model.
@@ -113,6 +116,13 @@ class DrGRPOConfig(GRPOConfig):
         default=1.0,
         metadata={
             "help": "Total reward at or above which a response counts as correct in the length metrics."
+        },
+    )
+    stop_strings: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Strings that end a response and stay in it, e.g. </answer> for the R1 template. vLLM stops "
+            "there; with transformers generation the response is cut right after the first one."
         },
     )
     extra_eos_tokens: list[str] | None = field(

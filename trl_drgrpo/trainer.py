@@ -32,6 +32,22 @@ _FORWARD_KEYS = (
 )
 
 
+def cut_after_stop(ids: list[int], stop_strings: list[str], tokenizer: Any) -> list[int]:
+    """The shortest prefix of `ids` whose text contains one of `stop_strings` (all of `ids` if none does)."""
+
+    def stops(length: int) -> bool:
+        text = tokenizer.decode(ids[:length], skip_special_tokens=False)
+        return any(stop in text for stop in stop_strings)
+
+    if not stops(len(ids)):
+        return ids
+    low, high = 1, len(ids)  # stops(high) holds; find the smallest such length by bisection
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if stops(middle) else (middle + 1, high)
+    return ids[:high]
+
+
 class DrGRPOTrainer(GRPOTrainer):
     """Drop-in replacement for ``trl.GRPOTrainer`` that trains with Dr. GRPO (or any of the paper's ablations).
 
@@ -56,6 +72,10 @@ class DrGRPOTrainer(GRPOTrainer):
         self._rollout: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         if args.extra_eos_tokens:
             self._add_eos_tokens(args.extra_eos_tokens)
+        if args.stop_strings and self.use_vllm:
+            kwargs = self.vllm_generation.generation_kwargs
+            kwargs["stop"] = [*(kwargs.get("stop") or []), *args.stop_strings]
+            kwargs["include_stop_str_in_output"] = True
         for callback in self.callback_handler.callbacks:
             if callable(getattr(callback, "bind", None)):
                 callback.bind(self)
@@ -74,6 +94,18 @@ class DrGRPOTrainer(GRPOTrainer):
         else:
             self.generation_kwargs["eos_token_id"] = self.eos_token_ids
             self.generation_config.eos_token_id = self.eos_token_ids
+
+    def _generate_single_turn(
+        self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False
+    ):
+        completion_ids, logprobs = super()._generate_single_turn(
+            prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+        )
+        if self.args.stop_strings and not self.use_vllm:  # vLLM already stopped at the strings
+            completion_ids = [
+                cut_after_stop(ids, self.args.stop_strings, self._tokenizer) for ids in completion_ids
+            ]
+        return completion_ids, logprobs
 
     # ------------------------------------------------------------------ rewards and advantages
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
