@@ -59,7 +59,7 @@ def gold_text(gold: Any) -> str:
 
 
 def _same_as_an_alternative(answer: str, gold: Any) -> bool:
-    from trl_drgrpo.grader import normalize_answer, parse_number
+    from trl_drgrpo.rewards.grader import normalize_answer, parse_number
 
     a, av = normalize_answer(answer), parse_number(answer)
     for g in gold if isinstance(gold, list) else [gold]:

@@ -178,7 +178,7 @@ def main() -> None:
         print(json.dumps(run_one(opts._worker, opts)))
         return
     if opts.model_dir is None:
-        from trl_drgrpo.tiny import build_tiny_model
+        from trl_drgrpo.demo.tiny import build_tiny_model
 
         opts.model_dir = build_tiny_model(
             tempfile.mkdtemp(),

@@ -51,7 +51,7 @@ def boxed(answer: str) -> str:
 
 
 def ours(response: str, gold: Any) -> float:
-    from trl_drgrpo.grader import grade
+    from trl_drgrpo.rewards.grader import grade
 
     try:
         return grade(response, gold, "qwen_math")
@@ -268,7 +268,7 @@ def cases_for_gold(gold: Any) -> tuple[list[tuple[str, str]], list[tuple[str, st
 
 
 def _numeric_value(s: str) -> Fraction | None:
-    from trl_drgrpo.grader import parse_number
+    from trl_drgrpo.rewards.grader import parse_number
 
     n = parse_number(s)
     return None if n is None else n.value
@@ -276,7 +276,7 @@ def _numeric_value(s: str) -> Fraction | None:
 
 def _clashes_with_alternatives(answer: str, gold: Any) -> bool:
     """A negative must differ from EVERY acceptable gold: drop it when it equals one as a string or number."""
-    from trl_drgrpo.grader import normalize_answer
+    from trl_drgrpo.rewards.grader import normalize_answer
 
     golds = gold if isinstance(gold, list) else [gold]
     a, av = normalize_answer(answer), _numeric_value(answer)
@@ -407,7 +407,7 @@ def main() -> None:
         f"{len(cases)} cases: {n_pos} equal (label 1), {len(cases) - n_pos} unequal or pathological (label 0)"
     )
     print(f"by source: {dict(Counter(c.source for c in cases))}")
-    graders = [("ours (trl_drgrpo.grader.grade)", me.ours)]
+    graders = [("ours (trl_drgrpo.rewards.grader.grade)", me.ours)]
     if not args.skip_math_verify:
         graders.append(("plain Math-Verify (parse + verify)", me.math_verify_plain))
     results = {}

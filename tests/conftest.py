@@ -15,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Folder with a tiny random Qwen2 model and its byte-level tokenizer (built once per session)."""
-    from trl_drgrpo.tiny import build_tiny_model
+    from trl_drgrpo.demo.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), seed=0)
 

@@ -13,8 +13,8 @@ import pytest
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trl_drgrpo.eval_callback import EvaluationCallback
 from trl_drgrpo.evaluation import load_benchmark
+from trl_drgrpo.evaluation.callback import EvaluationCallback
 
 BENCHMARKS = ["math", "amc"]
 
@@ -286,7 +286,7 @@ import json, sys
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
-from trl_drgrpo.eval_callback import EvaluationCallback
+from trl_drgrpo.evaluation.callback import EvaluationCallback
 
 model_dir, suite, out = sys.argv[1:4]
 args = GRPOConfig(output_dir=out, max_steps=1, per_device_train_batch_size=2, num_generations=2,

@@ -17,6 +17,7 @@ import torch
 from transformers import AutoTokenizer
 
 from trl_drgrpo import evaluation as ev
+from trl_drgrpo import get_template
 from trl_drgrpo.evaluation import (
     BENCHMARKS,
     Generation,
@@ -28,6 +29,7 @@ from trl_drgrpo.evaluation import (
     summarize_benchmark,
     truncate_at_stop,
 )
+from trl_drgrpo.evaluation import vllm_backend as vb
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ALL = "aime,amc,math,minerva,olympiad_bench"
@@ -163,9 +165,9 @@ def test_special_token_stops_end_generation_as_tokens(tiny_backend):
     tok = tiny_backend.tokenizer
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     assert ev.split_special_stops(tok, ("<|im_end|>", "</answer>")) == ([im_end], ["</answer>"])
-    assert ev.effective_stops(ev.get_template("qwen_math")) == ("<|im_end|>",)
-    assert ev.effective_stops(ev.get_template("r1"), ["x"]) == ("</answer>", "x")
-    assert ev.effective_stops(ev.get_template("no")) == ()
+    assert ev.effective_stops(get_template("qwen_math")) == ("<|im_end|>",)
+    assert ev.effective_stops(get_template("r1"), ["x"]) == ("</answer>", "x")
+    assert ev.effective_stops(get_template("no")) == ()
     ids = tok("12 + 3", add_special_tokens=False)["input_ids"]
     pad = tok.pad_token_id
     ended = {im_end, pad}
@@ -530,7 +532,7 @@ class _FakeLLM:
         return [types.SimpleNamespace(outputs=[o] * sampling_params.n) for o in out]
 
 
-class _InlineWorker(ev._VLLMWorker):
+class _InlineWorker(vb._VLLMWorker):
     """A data-parallel worker that runs the real worker loop in this process (no spawn, no GPU)."""
 
     def __init__(self, devices, engine_kwargs):
@@ -542,7 +544,7 @@ class _InlineWorker(ev._VLLMWorker):
         inbox = queue.Queue()
         inbox.put((prompts, params))
         inbox.put(None)
-        ev._vllm_worker_main(self.devices, self.engine_kwargs, inbox, self.outbox)
+        vb._vllm_worker_main(self.devices, self.engine_kwargs, inbox, self.outbox)
 
 
 @pytest.fixture
@@ -555,11 +557,11 @@ def fake_vllm(monkeypatch):
 
 
 def test_vllm_data_parallel_shards_over_gpu_groups(tiny_model_dir, monkeypatch, fake_vllm):
-    monkeypatch.setattr(ev, "_VLLMWorker", _InlineWorker)
+    monkeypatch.setattr(vb, "_VLLMWorker", _InlineWorker)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
     with pytest.raises(ValueError, match="needs 6 GPUs"):
-        ev.VLLMBackend(tiny_model_dir, tensor_parallel_size=2, data_parallel_size=3)
-    backend = ev.VLLMBackend(tiny_model_dir, tensor_parallel_size=2, data_parallel_size=2)
+        vb.VLLMBackend(tiny_model_dir, tensor_parallel_size=2, data_parallel_size=3)
+    backend = vb.VLLMBackend(tiny_model_dir, tensor_parallel_size=2, data_parallel_size=2)
     out = backend.generate(["a", "bb", "ccc"], 2, 0.0, 1.0, 8, ("<|im_end|>",), 0)
     backend.close()
     im_end = AutoTokenizer.from_pretrained(tiny_model_dir).convert_tokens_to_ids("<|im_end|>")
@@ -586,7 +588,7 @@ def test_vllm_single_engine_sampling_params(tiny_model_dir, monkeypatch, fake_vl
             return super().generate(prompts, sampling_params)
 
     llm = RecordingLLM(enable_prefix_caching=True, tensor_parallel_size=1)
-    out = ev.VLLMBackend(llm=llm).generate(["q"], 3, 0.7, 0.9, 12, ("</answer>",), 5)
+    out = vb.VLLMBackend(llm=llm).generate(["q"], 3, 0.7, 0.9, 12, ("</answer>",), 5)
     assert len(out[0]) == 3
     p = seen[0]
     assert (p.n, p.temperature, p.top_p, p.max_tokens, p.seed) == (3, 0.7, 0.9, 12, 5)

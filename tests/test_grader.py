@@ -1,4 +1,4 @@
-"""Tests of answer extraction and the equivalence cascade in trl_drgrpo.grader."""
+"""Tests of answer extraction and the equivalence cascade in trl_drgrpo.rewards.grader."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from trl_drgrpo.grader import extract_answer, grade, normalize_answer, parse_number
+from trl_drgrpo.rewards.grader import extract_answer, grade, normalize_answer, parse_number
 from trl_drgrpo.templates import get_template
 
 

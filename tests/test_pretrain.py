@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trl_drgrpo.pretrain import PretrainArguments, main, pretrain
+from trl_drgrpo.demo.pretrain import PretrainArguments, main, pretrain
 
 SMALL = {
     "hidden_size": 32,

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from trl_drgrpo.grader import grade_answer
 from trl_drgrpo.rewards import MathReward
+from trl_drgrpo.rewards.grader import grade_answer
 
 HANG_MARKER = "__hang__"
 DIE_MARKER = "__die__"
@@ -176,7 +176,7 @@ def test_pathological_batch_is_bounded(reward):
 
 
 def test_workers_that_cannot_start_are_a_clear_error(monkeypatch):
-    import trl_drgrpo.rewards as rewards_module
+    import trl_drgrpo.rewards.pool as rewards_module
 
     monkeypatch.setattr(
         rewards_module, "_WORKER_BOOTSTRAP", "import sys; sys.exit(1)  # {read_fd} {write_fd}"

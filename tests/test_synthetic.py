@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from trl_drgrpo import get_template
-from trl_drgrpo.grader import grade
-from trl_drgrpo.synthetic import (
+from trl_drgrpo.demo.synthetic import (
     all_problems,
     make_arithmetic_dataset,
     parse_problem,
@@ -15,6 +14,7 @@ from trl_drgrpo.synthetic import (
     train_test_split_problems,
     worked_example,
 )
+from trl_drgrpo.rewards.grader import grade
 
 
 def _truth(problem: str) -> int:

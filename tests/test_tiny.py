@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from trl_drgrpo import available_templates, get_template
-from trl_drgrpo.tiny import build_tiny_model, main
+from trl_drgrpo.demo.tiny import build_tiny_model, main
 
 TEXTS = [
     "What is 37 + 48?",

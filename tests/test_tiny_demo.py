@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from trl_drgrpo.plots import load_log_history, metric_series, plot_training_curves
+from trl_drgrpo.demo.plots import load_log_history, metric_series, plot_training_curves
 
 REPO = Path(__file__).resolve().parents[1]
 HISTORY = [
@@ -67,7 +67,7 @@ def test_demo_runs_end_to_end(tmp_path):
 
 
 def test_moving_average():
-    from trl_drgrpo.plots import moving_average
+    from trl_drgrpo.demo.plots import moving_average
 
     assert moving_average([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
     with pytest.raises(ValueError, match="window"):

@@ -1,7 +1,7 @@
 """trl_drgrpo: Dr. GRPO ("GRPO done right") and the R1-Zero study's toolkit on top of TRL.
 
 The trainer and configs import TRL and torch, so they are loaded on first use: importing
-``trl_drgrpo.grader`` or ``trl_drgrpo.templates`` stays fast (grading workers import only those).
+``trl_drgrpo.rewards.grader`` or ``trl_drgrpo.templates`` stays fast (grading workers import only those).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from .templates import Template, available_templates, get_template, register_tem
 
 if TYPE_CHECKING:
     from .config import DrGRPOConfig, DrGRPOScriptArguments
-    from .grader import grade
-    from .rewards import MathReward
+    from .rewards.grader import grade
+    from .rewards.math_reward import MathReward
     from .trainer import DrGRPOTrainer
 
 __version__ = "0.1.0"
@@ -23,8 +23,8 @@ _LAZY = {
     "DrGRPOConfig": "config",
     "DrGRPOScriptArguments": "config",
     "DrGRPOTrainer": "trainer",
-    "MathReward": "rewards",
-    "grade": "grader",
+    "MathReward": "rewards.math_reward",
+    "grade": "rewards.grader",
 }
 
 __all__ = [

@@ -1,7 +1,7 @@
 """A small synthetic arithmetic task with gold answers, and worked examples to pretrain on.
 
 Problems read ``"What is 37 + 48?"`` (addition, subtraction with a non-negative result, small
-multiplication); the gold answer is the integer as a string, so ``trl_drgrpo.grader`` can check a
+multiplication); the gold answer is the integer as a string, so ``trl_drgrpo.rewards.grader`` can check a
 ``\\boxed{}`` answer against it.
 
 ``pretraining_texts`` writes worked solutions in a few styles, and deliberately corrupts some of them
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from datasets import Dataset
 
-from .templates import Template, get_template
+from ..templates import Template, get_template
 
 OPERATORS = ("+", "-", "*")
 # The equation always comes first, right after the question (a fixed distance to copy the operands from,

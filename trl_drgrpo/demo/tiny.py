@@ -6,7 +6,7 @@ Tests, the demo and CI need a causal LM that loads through ``AutoModelForCausalL
 built-in corpus (math text, digits, LaTeX and the prompt templates), so it round-trips any text
 exactly and keeps the chat markers as single tokens.
 
-CLI: ``python -m trl_drgrpo.tiny OUTPUT_DIR [--hidden_size 64 ...]``.
+CLI: ``python -m trl_drgrpo.demo.tiny OUTPUT_DIR [--hidden_size 64 ...]``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from ..templates import available_templates, get_template
 from .synthetic import pretraining_texts
-from .templates import available_templates, get_template
 
 EOS_TOKEN = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -161,7 +161,7 @@ def build_tiny_model(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI entry point: ``python -m trl_drgrpo.tiny OUTPUT_DIR``."""
+    """CLI entry point: ``python -m trl_drgrpo.demo.tiny OUTPUT_DIR``."""
     parser = argparse.ArgumentParser(description="Write a tiny random Qwen2 model and byte-level tokenizer.")
     parser.add_argument("output_dir")
     parser.add_argument("--vocab_size", type=int, default=DEFAULT_VOCAB_SIZE)

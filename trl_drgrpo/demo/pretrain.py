@@ -2,9 +2,9 @@
 
 The result is a "base model" for the demo: under a template (``no`` by default) it answers the
 synthetic arithmetic problems with ``\\boxed{}`` answers that are only partly right (the corpus holds
-deliberate slips, see ``trl_drgrpo.synthetic``), so Dr. GRPO with the math reward can improve it.
+deliberate slips, see ``trl_drgrpo.demo.synthetic``), so Dr. GRPO with the math reward can improve it.
 
-CLI: ``python -m trl_drgrpo.pretrain OUTPUT_DIR [--steps 600 --hidden_size 128 ...]``.
+CLI: ``python -m trl_drgrpo.demo.pretrain OUTPUT_DIR [--steps 600 --hidden_size 128 ...]``.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def _keep_fast_tokenizer_class(output_dir: str | os.PathLike) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI entry point: ``python -m trl_drgrpo.pretrain OUTPUT_DIR [--field value ...]``."""
+    """CLI entry point: ``python -m trl_drgrpo.demo.pretrain OUTPUT_DIR [--field value ...]``."""
     parser = argparse.ArgumentParser(
         description="Pretrain a tiny Qwen2 model on synthetic arithmetic worked examples."
     )

@@ -22,21 +22,12 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from .evaluation import (
-    CONFIG_FILE,
-    SAMPLES_FILE,
-    Problem,
-    TransformersBackend,
-    VLLMBackend,
-    atomic_write_text,
-    build_summary,
-    effective_stops,
-    generate_and_grade,
-    load_benchmark,
-    resolve_benchmarks,
-    write_results,
-)
-from .templates import Template, get_template
+from ..templates import Template, get_template
+from .backends import TransformersBackend, effective_stops
+from .benchmarks import load_benchmark, resolve_benchmarks
+from .report import CONFIG_FILE, SAMPLES_FILE, atomic_write_text, write_results
+from .scoring import Problem, build_summary, generate_and_grade
+from .vllm_backend import VLLMBackend
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
 
-from .templates import Template, get_template
+from ..templates import Template, get_template
 
 logger = logging.getLogger(__name__)
 

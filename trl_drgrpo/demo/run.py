@@ -1,0 +1,250 @@
+"""End-to-end Dr. GRPO demo on CPU (``make demo``): a few minutes on 2 cores, no network.
+
+1. build a tiny Qwen2 model and pretrain it on synthetic arithmetic worked examples, some with slips
+   (``trl_drgrpo.demo.pretrain``); the base model is kept in ``OUTPUT_DIR/base`` and reused next time;
+2. write the RL training problems as a ``save_to_disk`` folder, hold out disjoint test problems;
+3. evaluate the base model on the held-out problems (greedy, and one sample at temperature 1);
+4. train with Dr. GRPO and the real math reward by running ``recipes/train.py`` with
+   ``recipes/demo/tiny_drgrpo.yaml`` in a subprocess (``python`` or ``accelerate launch``);
+5. evaluate the trained model, plot reward and response lengths from ``trainer_state.json``,
+   print before/after accuracy and start/end reward, write ``OUTPUT_DIR/summary.json``.
+
+    python recipes/demo.py [--output_dir outputs/demo] [--rebuild] [--max_steps 30] [-- extra train.py args]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_RECIPE = REPO / "recipes" / "demo" / "tiny_drgrpo.yaml"
+# The synthetic task of the demo: single-digit operands (255 distinct problems), 64 held out.
+TASK = {"max_operand": 9, "max_mul_operand": 9}
+N_TEST = 64
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--output_dir", default="outputs/demo")
+    parser.add_argument("--recipe", default=str(DEFAULT_RECIPE))
+    parser.add_argument(
+        "--rebuild", action="store_true", help="pretrain the base model again even if it exists"
+    )
+    parser.add_argument("--pretrain_steps", type=int, default=None, help="override PretrainArguments.steps")
+    parser.add_argument("--max_steps", type=int, default=None, help="override the recipe's RL steps")
+    parser.add_argument("--launcher", choices=("python", "accelerate"), default="python")
+    parser.add_argument("--accelerate_config", default=str(REPO / "accelerate_configs" / "cpu.yaml"))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 1 is fastest on a small shared CPU (spinning OpenMP threads collapse under load)",
+    )
+    return parser.parse_known_args(argv)
+
+
+def demo_pretrain_arguments():
+    """The base model: 4 layers x 128, 600 steps on fact drills (60%) and worked examples that slip.
+
+    The worked examples state ``answer + 1`` 60% of the time and leave 20% unboxed, so the base model
+    knows the facts but answers with a habit of slipping; the measured start is ~30% greedy, ~15% sampled.
+    """
+    from .pretrain import PretrainArguments
+
+    return PretrainArguments(
+        hidden_size=128,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=256,
+        num_examples=20000,
+        template="no",
+        error_rate=0.6,
+        error_offset=1,
+        unboxed_rate=0.2,
+        drill_fraction=0.6,
+        drill_size=8,
+        steps=600,
+        batch_size=32,
+        learning_rate=1e-3,
+        warmup_steps=10,
+        log_every=100,
+        **TASK,
+    )
+
+
+@torch.no_grad()
+def evaluate_synthetic(
+    model_dir: str,
+    problems,
+    template: str = "no",
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> dict:
+    """Accuracy (and boxed rate, mean length) of ``model_dir`` on ``problems`` with the math grader."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..rewards.grader import grade
+    from ..templates import get_template
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    prompts = [get_template(template).format(p) for p in problems["problem"]]
+    inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(seed)
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
+        if temperature > 0
+        else {"do_sample": False}
+    )
+    out = model.generate(
+        **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
+    )
+    completion_ids = out[:, inputs["input_ids"].shape[1] :]
+    texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    lengths = [int((ids != tokenizer.pad_token_id).sum()) + 1 for ids in completion_ids]
+    scores = [grade(text, gold, template) for text, gold in zip(texts, list(problems["answer"]), strict=True)]
+    return {
+        "accuracy": sum(scores) / len(scores),
+        "boxed_rate": sum("\\boxed" in t for t in texts) / len(texts),
+        "mean_length": sum(lengths) / len(lengths),
+        "examples": [
+            {"problem": p, "answer": a, "response": t}
+            for p, a, t in zip(
+                list(problems["problem"])[:4], list(problems["answer"])[:4], texts[:4], strict=True
+            )
+        ],
+    }
+
+
+def evaluate_both(model_dir: str, problems) -> dict:
+    """Greedy accuracy and accuracy of one sample at temperature 1 without top-k (as the RL rollouts)."""
+    return {
+        "greedy": evaluate_synthetic(model_dir, problems),
+        "sampled": evaluate_synthetic(model_dir, problems, temperature=1.0),
+    }
+
+
+def train_command(
+    args: argparse.Namespace, base: Path, train_data: Path, run_dir: Path, extra: list[str]
+) -> list[str]:
+    """The ``recipes/train.py`` command line (with ``accelerate launch`` when asked)."""
+    script = [str(REPO / "recipes" / "train.py"), "--config", args.recipe, "--model_name_or_path", str(base)]
+    script += ["--dataset_name", str(train_data), "--output_dir", str(run_dir)]
+    if args.max_steps is not None:
+        script += ["--max_steps", str(args.max_steps), "--save_steps", str(args.max_steps)]
+    script += extra
+    if args.launcher == "accelerate":
+        launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.accelerate_config]
+        return [*launch, "--num_cpu_threads_per_process", str(args.threads), *script]
+    return [sys.executable, *script]
+
+
+def reward_start_end(log_history: list[dict], window: int = 10) -> tuple[float, float]:
+    """Mean reward over the first and the last ``window`` logged steps."""
+    rewards = [e["reward"] for e in log_history if "reward" in e]
+    if not rewards:
+        raise RuntimeError("the training log has no 'reward' entries")
+    w = max(1, min(window, len(rewards) // 2))
+    return sum(rewards[:w]) / w, sum(rewards[-w:]) / w
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args, extra = parse_args(argv)
+    extra = [a for a in extra if a != "--"]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch.set_num_threads(args.threads)
+    from .plots import load_log_history, plot_training_curves
+    from .pretrain import pretrain
+    from .synthetic import train_test_split_problems
+
+    start = time.time()
+    out = Path(args.output_dir).resolve()
+    base, train_data, run_dir = out / "base", out / "train_data", out / "drgrpo"
+    timings = {}
+
+    if args.rebuild or not (base / "config.json").is_file():
+        shutil.rmtree(base, ignore_errors=True)
+        print(f"[demo] pretraining the base model into {base}", flush=True)
+        settings = demo_pretrain_arguments()
+        if args.pretrain_steps is not None:
+            settings = replace(settings, steps=args.pretrain_steps)
+        pretrain(base, settings)
+    else:
+        print(f"[demo] reusing the base model in {base} (--rebuild to pretrain again)", flush=True)
+    timings["pretrain_s"] = time.time() - start
+
+    train, test = train_test_split_problems(N_TEST, seed=0, **TASK)
+    shutil.rmtree(train_data, ignore_errors=True)
+    train.save_to_disk(str(train_data))
+    print(f"[demo] {len(train)} training problems in {train_data}, {len(test)} held out", flush=True)
+
+    t = time.time()
+    before = evaluate_both(str(base), test)
+    timings["eval_before_s"] = time.time() - t
+    print(
+        f"[demo] before RL: greedy accuracy {before['greedy']['accuracy']:.3f}, sampled {before['sampled']['accuracy']:.3f}",
+        flush=True,
+    )
+
+    shutil.rmtree(run_dir, ignore_errors=True)  # train.py would otherwise resume from an old checkpoint
+    cmd = train_command(args, base, train_data, run_dir, extra)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    print("[demo] training:", " ".join(cmd), flush=True)
+    t = time.time()
+    subprocess.run(cmd, check=True, env=env, cwd=REPO)
+    timings["train_s"] = time.time() - t
+
+    t = time.time()
+    after = evaluate_both(str(run_dir), test)
+    timings["eval_after_s"] = time.time() - t
+    history = load_log_history(run_dir)
+    reward_start, reward_end = reward_start_end(history)
+    png = plot_training_curves(
+        history, out / "training_curves.png", title="Dr. GRPO on the tiny arithmetic demo"
+    )
+    timings["total_s"] = time.time() - start
+
+    summary = {
+        "before": before,
+        "after": after,
+        "reward_start": reward_start,
+        "reward_end": reward_end,
+        "steps": max((e.get("step", 0) for e in history), default=0),
+        "plot": png,
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\n[demo] ======== results (held-out problems: {len(test)}) ========")
+    for mode in ("greedy", "sampled"):
+        print(
+            f"[demo] {mode:7s} accuracy: before {before[mode]['accuracy']:.3f} -> after {after[mode]['accuracy']:.3f}"
+        )
+    print(f"[demo] mean training reward: first steps {reward_start:.3f} -> last steps {reward_end:.3f}")
+    print(f"[demo] curves: {png}; summary: {out / 'summary.json'}; total {timings['total_s']:.0f}s")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""``evaluate``: the entry point that ties benchmarks, backend, grading and output files together."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..templates import Template, get_template
+from .backends import GenerationBackend, _check_sampling, effective_stops, make_backend, resolve_backend
+from .benchmarks import load_benchmark, resolve_benchmarks
+from .report import SAMPLES_FILE, append_jsonl, prepare_output_dir, write_results
+from .scoring import Problem, build_summary, generate_and_grade
+from .vllm_backend import VLLMBackend
+
+logger = logging.getLogger(__name__)
+
+
+# Configuration fields that change the results: resuming with other values is refused.
+RESULT_KEYS = ("model", "template", "n", "temperature", "top_p", "max_tokens", "seed", "data", "stop")
+
+
+def _model_id(model: Any) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
+    return str(getattr(model, "name_or_path", None) or type(model).__name__)
+
+
+def evaluate(
+    model: Any,
+    template: str | Template,
+    benchmarks: str | Sequence[str],
+    backend: str | GenerationBackend | None,
+    output_dir: str | os.PathLike,
+    data: str | os.PathLike | Any | None = None,
+    n: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    max_tokens: int = 3000,
+    limit: int | None = None,
+    *,
+    tokenizer: Any = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    tensor_parallel_size: int = 1,
+    data_parallel_size: int = 1,
+    chunk_size: int | None = None,
+    stop: Sequence[str] | None = None,
+    model_name: str | None = None,
+    max_model_len: int | None = None,
+    show_progress: bool = True,
+    on_chunk: Callable[[list[dict]], None] | None = None,
+) -> dict:
+    """Evaluate ``model`` on ``benchmarks``, write the results into ``output_dir`` and return the summary.
+
+    Args:
+        model: Hub id or folder (or a loaded model with ``tokenizer`` for the transformers backend).
+        template: Template name or object (``r1``, ``qwen_math``, ``no``).
+        benchmarks: Comma list or sequence among ``aime, amc, math, minerva, olympiad_bench``.
+        backend: ``"vllm"``, ``"transformers"``, ``"auto"``/``None``, or an object with ``generate``.
+        output_dir: Results folder; an interrupted run there is resumed.
+        data: ``None`` (Hub datasets) or a ``load_from_disk`` folder / Hub id with one split per benchmark.
+        n: Samples per problem (accuracy is avg@n; pass@k for every k <= n).
+        temperature: 0 for greedy decoding.
+        top_p: Nucleus sampling threshold.
+        max_tokens: Generation budget per response.
+        limit: Evaluate only the first ``limit`` problems of each benchmark.
+        tokenizer: Tokenizer for a model passed as an object.
+        batch_size: Prompts per transformers ``generate`` call.
+        seed: Sampling seed.
+        tensor_parallel_size: vLLM tensor parallel size (GPUs per engine).
+        data_parallel_size: vLLM engines, each on its own GPUs, sharing the prompts.
+        chunk_size: Problems generated between two saves (default: 4 batches, or 256 with vLLM).
+        stop: Extra stop strings on top of the template's (and ``<|im_end|>`` for chat templates).
+        model_name: Name shown in the table (default: the model's folder name).
+        max_model_len: vLLM context length.
+        show_progress: Show progress bars.
+        on_chunk: Called with the records of each saved chunk.
+    """
+    template = get_template(template)
+    names = resolve_benchmarks(benchmarks)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit}")
+    _check_sampling(n, temperature, top_p, max_tokens)
+    backend_name = resolve_backend(backend) if backend is None or isinstance(backend, str) else None
+    config = {
+        "model": _model_id(model),
+        "model_name": model_name or Path(_model_id(model).rstrip("/")).name,
+        "template": template.name,
+        "benchmarks": names,
+        "backend": backend_name or type(backend).__name__,
+        "data": None if data is None or not isinstance(data, (str, os.PathLike)) else str(data),
+        "n": n,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_tokens": max_tokens,
+        "limit": limit,
+        "seed": seed if temperature > 0 else None,  # greedy results do not depend on the seed
+        "stop": list(effective_stops(template, stop)),
+        "batch_size": batch_size,
+        "tensor_parallel_size": tensor_parallel_size,
+        "data_parallel_size": data_parallel_size,
+    }
+    datasets_by_name = {name: load_benchmark(name, data) for name in names}
+    records = prepare_output_dir(output_dir, config, RESULT_KEYS)
+    done = {(r["benchmark"], r["index"]) for r in records}
+
+    gen_backend: Any = backend
+    if backend_name is not None:
+        gen_backend = make_backend(
+            backend_name,
+            model,
+            tokenizer=tokenizer,
+            batch_size=batch_size,
+            seed=seed,
+            tensor_parallel_size=tensor_parallel_size,
+            data_parallel_size=data_parallel_size,
+            max_model_len=max_model_len,
+            show_progress=show_progress,
+        )
+    chunk = chunk_size or (256 if isinstance(gen_backend, VLLMBackend) else 4 * batch_size)
+    samples_path = Path(output_dir) / SAMPLES_FILE
+    selected: set[tuple[str, int]] = set()
+    try:
+        for name, dataset in datasets_by_name.items():
+            count = len(dataset) if limit is None else min(limit, len(dataset))
+            todo = []
+            for i in range(count):
+                selected.add((name, i))
+                if (name, i) not in done:
+                    row = dataset[i]
+                    todo.append(Problem(name, i, row["problem"], row["answer"]))
+            bar = tqdm(total=count, initial=count - len(todo), desc=name, disable=not show_progress)
+            for start in range(0, len(todo), chunk):
+                new = generate_and_grade(
+                    gen_backend,
+                    template,
+                    todo[start : start + chunk],
+                    n=n,
+                    temperature=temperature,
+                    top_p=top_p,
+                    max_tokens=max_tokens,
+                    seed=seed + start,
+                    stop=stop,
+                )
+                append_jsonl(samples_path, new)
+                records.extend(new)
+                if on_chunk is not None:
+                    on_chunk(new)
+                bar.update(len(todo[start : start + chunk]))
+            bar.close()
+    finally:
+        if gen_backend is not backend and hasattr(gen_backend, "close"):
+            gen_backend.close()
+
+    summary = build_summary(
+        (r for r in records if (r["benchmark"], r["index"]) in selected), names, n, config
+    )
+    write_results(output_dir, summary)
+    return summary
+
+
+@dataclass
+class EvaluationArguments:
+    """Arguments of ``recipes/evaluate.py`` (also readable from a YAML file with ``--config``)."""
+
+    model: str | None = field(
+        default=None, metadata={"help": "Hub id or local folder of the model to evaluate."}
+    )
+    template: str = field(default="qwen_math", metadata={"help": "Prompt template: r1, qwen_math or no."})
+    benchmarks: str = field(
+        default="aime,amc,math,minerva,olympiad_bench",
+        metadata={"help": "Comma-separated benchmarks among aime, amc, math, minerva, olympiad_bench."},
+    )
+    backend: str = field(
+        default="auto", metadata={"help": "vllm, transformers or auto (vllm if importable and CUDA present)."}
+    )
+    data: str | None = field(
+        default=None,
+        metadata={
+            "help": "load_from_disk folder or Hub id with one split per benchmark; default: each benchmark's Hub dataset."
+        },
+    )
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Results folder (resumed if it holds a run)."}
+    )
+    n: int = field(default=1, metadata={"help": "Samples per problem (accuracy = avg@n)."})
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature; 0 = greedy."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    max_tokens: int = field(default=3000, metadata={"help": "Maximum generated tokens per response."})
+    limit: int | None = field(default=None, metadata={"help": "Only the first N problems of each benchmark."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per generate call (transformers backend)."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM tensor parallel size."})
+    data_parallel_size: int = field(
+        default=1, metadata={"help": "vLLM data-parallel engines (prompts sharded)."}
+    )
+    max_model_len: int | None = field(default=None, metadata={"help": "vLLM maximum context length."})
+    chunk_size: int | None = field(
+        default=None,
+        metadata={"help": "Problems generated between two saves (default: 4 batches; 256 with vLLM)."},
+    )
+    model_name: str | None = field(
+        default=None, metadata={"help": "Name shown in results.md (default: folder name)."}
+    )
+    stop: list[str] | None = field(
+        default=None, metadata={"help": "Extra stop strings besides the template's."}
+    )
+    merge: list[str] | None = field(
+        default=None,
+        metadata={"help": "Merge these summary.json files into one table instead of evaluating."},
+    )
+    output: str | None = field(
+        default=None, metadata={"help": "With --merge: write the table here (else print)."}
+    )
+
+    def to_kwargs(self) -> dict:
+        """Keyword arguments of ``evaluate``."""
+        kwargs = asdict(self)
+        for key in ("merge", "output"):
+            kwargs.pop(key)
+        return kwargs

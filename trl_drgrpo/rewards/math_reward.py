@@ -1,0 +1,190 @@
+"""The paper's rule-based math reward as a TRL reward function, graded in a pool of killable processes.
+
+``MathReward`` extracts answers in the calling process (cheap and bounded), grades each distinct
+(answer, gold) pair once per call in a persistent pool of worker processes, and kills and replaces any worker
+that exceeds the per-item timeout (that item scores 0). The timeout is enforced by the parent with
+``multiprocessing.connection.wait``, so it works from any thread; no signals are involved.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+from ..templates import Template, get_template
+from .grader import extract_answer, grade_answer
+from .pool import GradeFn, GradingPool, _close_pool
+
+logger = logging.getLogger(__name__)
+
+
+def _completion_text(completion: Any) -> str:
+    """Plain string, or the last assistant message of a conversational completion."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return str(completion.get("content") or "")
+    if isinstance(completion, (list, tuple)):
+        for message in reversed(completion):
+            if isinstance(message, dict) and message.get("role", "assistant") == "assistant":
+                content = message.get("content")
+                if isinstance(content, list):  # multimodal-style content parts
+                    content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+                return str(content or "")
+        return ""
+    raise TypeError(f"a completion must be a str or a list of chat messages, got {type(completion).__name__}")
+
+
+def _gold_key(gold: Any) -> Any:
+    if isinstance(gold, list):
+        return tuple(_gold_key(g) for g in gold)
+    if isinstance(gold, float):
+        return ("float", repr(gold))
+    return gold
+
+
+class MathReward:
+    """Rule-based math correctness reward (1.0 / 0.0) usable as a TRL ``reward_funcs`` entry.
+
+    Args:
+        template: Template name or object; decides how answers are extracted (``\\boxed{}`` or r1 tags).
+        answer_column: Dataset column holding the gold answer(s) (passed by TRL as a keyword argument).
+        timeout_s: Hard wall-clock limit per graded item; a worker over it is killed and the item scores 0.
+        num_workers: Grading processes; 0 grades in-process (no hard timeout; for debugging).
+        grade_fn: Optional picklable ``(answer, gold) -> float`` replacing :func:`~trl_drgrpo.rewards.grader.grade_answer`.
+        name: ``__name__`` under which TRL logs this reward.
+    """
+
+    def __init__(
+        self,
+        template: str | Template = "qwen_math",
+        answer_column: str = "answer",
+        timeout_s: float = 1.0,
+        num_workers: int = 2,
+        grade_fn: GradeFn | None = None,
+        name: str = "math_reward",
+    ):
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+        if not timeout_s or timeout_s <= 0:
+            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        self.template = get_template(template)
+        self.answer_column = answer_column
+        self.timeout_s = float(timeout_s)
+        self.num_workers = num_workers
+        self.grade_fn = grade_fn
+        self.__name__ = name
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self._pool: GradingPool | None = None
+        self._pool_pid: int | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._lock = threading.Lock()
+
+    # --- pickling / deep copies: each process (and copy) owns its own pool -------------------------------------
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for key in ("_pool", "_pool_pid", "_finalizer", "_lock"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
+    def __deepcopy__(self, memo: dict) -> MathReward:
+        clone = self.__class__.__new__(self.__class__)
+        clone.__setstate__(self.__getstate__())
+        memo[id(self)] = clone
+        return clone
+
+    def __enter__(self) -> MathReward:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"MathReward(template={self.template.name!r}, answer_column={self.answer_column!r}, "
+            f"timeout_s={self.timeout_s}, num_workers={self.num_workers})"
+        )
+
+    def _get_pool(self) -> GradingPool:
+        if self._pool is not None and self._pool_pid != os.getpid():  # inherited through fork: not ours
+            self._pool = None
+        if self._pool is None:
+            self._pool = GradingPool(self.num_workers, self.timeout_s, self.grade_fn)
+            self._pool_pid = os.getpid()
+            self._finalizer = weakref.finalize(self, _close_pool, self._pool)  # also runs at interpreter exit
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes (a later call starts new ones)."""
+        with self._lock:
+            if self._finalizer is not None:
+                if self._pool_pid == os.getpid():
+                    self._finalizer()
+                else:
+                    self._finalizer.detach()
+            self._pool = None
+            self._finalizer = None
+
+    # --- the reward function ----------------------------------------------------------------------------------
+    def extract(self, completions: Sequence[Any]) -> list[str | None]:
+        """Extracted answers of ``completions`` (None where no answer is found)."""
+        return [extract_answer(_completion_text(c), self.template) for c in completions]
+
+    def grade_pairs(self, pairs: Sequence[tuple[str, Any]]) -> list[float]:
+        """Grade (answer, gold) pairs, in the pool or in-process when ``num_workers == 0``."""
+        if not pairs:
+            return []
+        if self.num_workers == 0:
+            fn = self.grade_fn or grade_answer
+            out = []
+            for answer, gold in pairs:
+                try:
+                    out.append(float(fn(answer, gold)))
+                except Exception:
+                    out.append(0.0)
+            return out
+        with self._lock:
+            return self._get_pool().run(pairs)
+
+    def __call__(self, completions: Sequence[Any], **kwargs) -> list[float]:
+        """TRL reward-function entry point: one score per completion; golds under ``kwargs[answer_column]``."""
+        if self.answer_column not in kwargs:
+            raise KeyError(
+                f"MathReward needs the gold answers under the '{self.answer_column}' keyword (a dataset column); "
+                f"got keywords {sorted(kwargs)}"
+            )
+        golds = kwargs[self.answer_column]
+        if len(golds) != len(completions):
+            raise ValueError(f"got {len(completions)} completions but {len(golds)} gold answers")
+        answers = self.extract(completions)
+        index: dict[tuple, int] = {}
+        pairs: list[tuple[str, Any]] = []
+        slots: list[int | None] = []
+        for answer, gold in zip(answers, golds, strict=True):
+            if answer is None:
+                slots.append(None)
+                continue
+            key = (answer, _gold_key(gold))
+            if key not in index:
+                index[key] = len(pairs)
+                pairs.append((answer, gold))
+            slots.append(index[key])
+        scores = self.grade_pairs(pairs)
+        rewards = [0.0 if slot is None else scores[slot] for slot in slots]
+        log_extra = kwargs.get("log_extra")
+        if callable(log_extra):
+            log_extra("extracted_answer", ["" if a is None else a for a in answers])
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric) and answers:
+            log_metric("math_reward/no_answer_frac", sum(a is None for a in answers) / len(answers))
+        return rewards

@@ -1,0 +1,151 @@
+"""Train a model with Dr. GRPO (or one of the paper's ablations) on a math dataset.
+
+    accelerate launch [--config_file accelerate_configs/<x>.yaml] recipes/train.py \
+        --config recipes/<model>/<experiment>.yaml [--any_field value ...]
+
+The YAML holds flat keys of `DrGRPOScriptArguments`, `DrGRPOConfig` and TRL's `ModelConfig`. A run resumes from
+the last checkpoint in `output_dir` when there is one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import torch.distributed as dist
+from transformers import AutoTokenizer
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig, TrlParser, get_peft_config
+
+from .config import DrGRPOConfig, DrGRPOScriptArguments
+from .data import load_problems, to_prompt_dataset
+from .rewards import MathReward
+from .templates import Template, get_template
+from .trainer import DrGRPOTrainer
+
+logger = logging.getLogger("trl_drgrpo.train")
+
+
+def build_callbacks(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig) -> list:
+    """The in-training evaluation callback, when `eval_benchmarks` is set."""
+    if not script_args.eval_benchmarks:
+        return []
+    from .evaluation.callback import EvaluationCallback
+
+    return [
+        EvaluationCallback(
+            benchmarks=script_args.eval_benchmarks,
+            every_n_steps=script_args.eval_every_steps,
+            template=script_args.eval_template or script_args.template,
+            limit=script_args.eval_limit,
+            data=script_args.eval_data,
+            max_tokens=script_args.eval_max_tokens or training_args.max_completion_length,
+            output_dir=training_args.output_dir,
+        )
+    ]
+
+
+def import_object(path: str):
+    """Import `package.module.name` (the current directory is importable, as for TRL's scripts)."""
+    module_name, _, name = path.rpartition(".")
+    if not module_name:
+        raise ValueError(f"{path!r} is not an import path of the form module.function")
+    sys.path.insert(0, os.getcwd())
+    return getattr(importlib.import_module(module_name), name)
+
+
+def apply_template_endings(training_args: DrGRPOConfig, template: Template, vocab: dict[str, int]) -> None:
+    """Where a response ends, from the template, unless the config says otherwise.
+
+    r1 stops after </answer> (kept for the grader); a chat template's end-of-turn marker (<|im_end|>) ends
+    the response even where the base model's own end of sequence is another token.
+    """
+    if training_args.stop_strings is None:
+        training_args.stop_strings = list(template.stop) or None
+    if training_args.extra_eos_tokens is None:
+        training_args.extra_eos_tokens = [t for t in template.end_tokens if t in vocab] or None
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-N` folder in `output_dir`, if any (the folder may not exist yet on every rank)."""
+    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+
+
+def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_args: ModelConfig) -> None:
+    if not script_args.dataset_name:
+        raise ValueError("dataset_name is required: a Hub dataset id, a save_to_disk folder or a data file")
+    if not model_args.model_name_or_path:
+        raise ValueError("model_name_or_path is required: a Hub model id or a local folder")
+    template = get_template(script_args.template)  # fails early, listing the known templates
+
+    init_kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    training_args.model_init_kwargs = {**init_kwargs, **(training_args.model_init_kwargs or {})}
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+    )
+    apply_template_endings(training_args, template, tokenizer.get_vocab())
+
+    problems = load_problems(
+        script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split
+    )
+    dataset = to_prompt_dataset(
+        problems,
+        template,
+        script_args.problem_column,
+        script_args.answer_column,
+        script_args.max_train_samples,
+    )
+    reward = MathReward(
+        template=template,
+        answer_column=script_args.answer_column,
+        timeout_s=script_args.reward_timeout_s,
+        num_workers=script_args.reward_num_workers,
+    )
+    trainer = DrGRPOTrainer(
+        model=model_args.model_name_or_path,
+        reward_funcs=reward,
+        args=training_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        callbacks=build_callbacks(script_args, training_args),
+        rollout_func=import_object(script_args.rollout_func) if script_args.rollout_func else None,
+    )
+    checkpoint = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)
+    if checkpoint:
+        logger.info("Resuming from %s", checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model(training_args.output_dir)
+        if trainer.accelerator.is_main_process:
+            trainer.processing_class.save_pretrained(training_args.output_dir)
+    finally:
+        reward.close()
+        if dist.is_available() and dist.is_initialized():
+            # A barrier before tear-down avoids a rank aborting at exit while another still writes.
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((DrGRPOScriptArguments, DrGRPOConfig, ModelConfig))
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """Command-line entry point (``recipes/train.py``)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    main(*make_parser().parse_args_and_config(args=argv))
+
+
+if __name__ == "__main__":
+    cli()
