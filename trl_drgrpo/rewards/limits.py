@@ -1,0 +1,11 @@
+"""Size and precision limits of the grader (every bound is decided by the input, before expensive work)."""
+
+MAX_RESPONSE_CHARS = 20_000  # tail of the response that is scanned (final answers are at the end)
+MAX_ANSWER_CHARS = 1_000  # longest extracted answer accepted
+MAX_SYMBOLIC_CHARS = 400  # longest normalized answer handed to sympy / Math-Verify
+MAX_NUMBER_DIGITS = 400  # longest digit string read as a number
+MAX_EXPONENT = 5_000  # largest literal exponent allowed in symbolic work
+MAX_FACTORIAL = 1_000  # largest literal factorial operand allowed in symbolic work
+MAX_ELEMENTS = 64  # most elements compared in a tuple / set / list
+REL_TOL = 1e-4  # relative tolerance for inexact numbers
+DEFAULT_TIME_BUDGET_S = 1.0  # soft deadline for the symbolic stages of one ``grade`` call

@@ -1,0 +1,310 @@
+"""Symbolic equality with sympy (through ``latex2sympy2_extended``) and Math-Verify, behind input guards."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+
+from .limits import MAX_EXPONENT, MAX_FACTORIAL, MAX_SYMBOLIC_CHARS, REL_TOL
+from .structures import _balanced
+
+_NESTED_POW_RE = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\(?[\w.]*\^|\*\*[\w.(]*\*\*")
+_BIG_EXP_RE = re.compile(r"(?:\^|\*\*)\s*\{?\s*\(?\s*[-+]?(\d+)")
+_FACT_RE = re.compile(r"(\d*)\s*\)?\s*!")
+_DANGEROUS_RE = re.compile(
+    r"\\(?:sum|prod|int|lim|iint|oint|underbrace|overbrace|cases|Gamma|zeta)|tetration|\\uparrow"
+)
+
+
+def _safe_for_symbolic(s: str) -> bool:
+    """Refuse inputs that could make sympy explode (towers, huge exponents/factorials/digit strings)."""
+    if not s or len(s) > MAX_SYMBOLIC_CHARS or "\\\\" in s:
+        return False
+    if not _balanced(s) or _DANGEROUS_RE.search(s) or _NESTED_POW_RE.search(s):
+        return False
+    if re.search(r"[\d)}]\s*_", s):  # latex2sympy drops subscripts of numbers: 4343_6 would read as 4343
+        return False
+    if any(len(d) > 60 for d in re.findall(r"\d+", s)):
+        return False
+    for m in _BIG_EXP_RE.finditer(s):
+        if int(m.group(1)) > MAX_EXPONENT:
+            return False
+    for m in _FACT_RE.finditer(s):
+        operand = m.group(1)
+        if not operand or int(operand) > MAX_FACTORIAL:  # "(10^{100})!" or "n!": refuse
+            if operand or s[max(0, m.start() - 1)] in ")}":
+                return False
+    if s.count("{") > 60 or s.count("(") > 60:
+        return False
+    if s.count("^") > 1 and re.search(r"[)}]\^\{?\(?(\d{3,})", s):  # ((10^{4000})^{4000})^{4000}
+        return False
+    if "\\binom" in s and ("^" in s or re.search(r"\d{4,}", s)):
+        return False
+    return True
+
+
+def _plain_to_latex(s: str) -> str:
+    """Make plain-text math readable by latex2sympy: ``sqrt(3)/2`` -> ``\\sqrt{3}/2``, ``**`` -> ``^``."""
+    s = s.replace("**", "^")
+    out, i = [], 0
+    while i < len(s):
+        if s.startswith("sqrt(", i) and (i == 0 or s[i - 1] != "\\"):
+            depth, j = 0, i + 4
+            while j < len(s):
+                depth += s[j] == "("
+                depth -= s[j] == ")"
+                if depth == 0:
+                    break
+                j += 1
+            if j >= len(s):
+                return s
+            out.append("\\sqrt{" + s[i + 5 : j] + "}")
+            i = j + 1
+        else:
+            out.append(s[i])
+            i += 1
+    s = "".join(out)
+    s = re.sub(r"(?<![\\A-Za-z])(pi)(?![A-Za-z])", r"\\pi", s)
+    return s
+
+
+def _to_sympy(s: str):
+    from latex2sympy2_extended import latex2sympy
+    from latex2sympy2_extended.latex2sympy2 import ConversionConfig
+
+    text = _plain_to_latex(s.replace("oo", "\\infty"))
+    return latex2sympy(text, conversion_config=ConversionConfig(lowercase_symbols=False))
+
+
+def _sympy_size_ok(expr) -> bool:
+    try:
+        return expr.count_ops() <= 150 if hasattr(expr, "count_ops") else False
+    except Exception:
+        return False
+
+
+def _sympy_equal(pred: str, gold: str, deadline: float) -> bool | None:
+    """True/False from sympy, None when either side cannot be read."""
+    import sympy
+
+    if time.monotonic() > deadline or not (_safe_for_symbolic(pred) and _safe_for_symbolic(gold)):
+        return None
+    try:
+        a, b = _to_sympy(pred), _to_sympy(gold)
+    except Exception:
+        return None
+    if not all(isinstance(x, sympy.Expr) for x in (a, b)):
+        if isinstance(a, sympy.Equality) and isinstance(b, sympy.Equality):
+            checks = [_sympy_expr_equal(a.lhs, b.lhs, deadline), _sympy_expr_equal(a.rhs, b.rhs, deadline)]
+            if all(checks):
+                return True
+            checks.append(_sympy_expr_equal(a.lhs - a.rhs, b.lhs - b.rhs, deadline))
+            if checks[-1]:
+                return True
+            return None if None in checks else False
+        try:
+            return True if a == b else None  # sets, relations...: structural match, else let Math-Verify try
+        except Exception:
+            return None
+    if not (_sympy_size_ok(a) and _sympy_size_ok(b)):
+        return None
+    if a.has(*_non_finite()) or b.has(*_non_finite()):  # a misread (e.g. \gamma as the Gamma function)
+        return None
+    return _sympy_expr_equal(a, b, deadline)
+
+
+_POINTS = (
+    (0.7319, 1.3717, 0.4123, 2.1187),
+    (1.9133, 0.5791, 1.2477, 0.8521),
+    (-1.1329, -0.6467, -1.7311, -0.3943),
+)
+
+
+def _non_finite():
+    import sympy
+
+    return (sympy.zoo, sympy.nan, sympy.oo, -sympy.oo)
+
+
+class _Unsupported(Exception):
+    """The float evaluator met a node it does not know (undefined function, set, ...)."""
+
+
+_FLOAT_LIMIT = 1e250  # intermediate magnitude above which a numeric check is refused (prefer "unequal")
+
+
+def _float_functions() -> dict:
+    import cmath
+
+    import sympy
+
+    def real_only(fn):
+        def wrapped(z: complex) -> complex:
+            if abs(z.imag) > 1e-12 * max(1.0, abs(z.real)):
+                raise _Unsupported("real function of a complex value")
+            return complex(fn(z.real))
+
+        return wrapped
+
+    def log(z: complex, base: complex | None = None) -> complex:
+        return cmath.log(z) if base is None else cmath.log(z) / cmath.log(base)
+
+    def gamma_of(z: complex) -> complex:
+        if abs(z.real) > 170:
+            raise OverflowError("factorial too large")
+        return complex(math.gamma(z.real)) if abs(z.imag) < 1e-12 else (_ for _ in ()).throw(_Unsupported())
+
+    return {
+        sympy.exp: cmath.exp,
+        sympy.log: log,
+        sympy.sin: cmath.sin,
+        sympy.cos: cmath.cos,
+        sympy.tan: cmath.tan,
+        sympy.cot: lambda z: 1 / cmath.tan(z),
+        sympy.sec: lambda z: 1 / cmath.cos(z),
+        sympy.csc: lambda z: 1 / cmath.sin(z),
+        sympy.asin: cmath.asin,
+        sympy.acos: cmath.acos,
+        sympy.atan: cmath.atan,
+        sympy.sinh: cmath.sinh,
+        sympy.cosh: cmath.cosh,
+        sympy.tanh: cmath.tanh,
+        sympy.Abs: lambda z: complex(abs(z)),
+        sympy.floor: real_only(math.floor),
+        sympy.ceiling: real_only(math.ceil),
+        sympy.re: lambda z: complex(z.real),
+        sympy.im: lambda z: complex(z.imag),
+        sympy.factorial: lambda z: gamma_of(z + 1),
+        sympy.gamma: gamma_of,
+    }
+
+
+def _float_eval(expr, subs: dict, functions: dict) -> complex:
+    """Evaluate ``expr`` with Python complex floats: bounded in time, raises ``OverflowError`` on huge values."""
+    import sympy
+
+    if isinstance(expr, sympy.Symbol):
+        if expr not in subs:
+            raise _Unsupported(str(expr))
+        value = complex(subs[expr])
+    elif expr is sympy.I:
+        value = 1j
+    elif isinstance(expr, (sympy.Number, sympy.NumberSymbol)):
+        if isinstance(expr, sympy.Integer) and abs(int(expr)).bit_length() > 900:
+            raise OverflowError("integer too large")
+        if isinstance(expr, sympy.Rational) and max(abs(expr.p), abs(expr.q)).bit_length() > 900:
+            raise OverflowError("rational too large")
+        value = complex(float(expr))
+    elif isinstance(expr, sympy.Add):
+        value = sum((_float_eval(arg, subs, functions) for arg in expr.args), 0j)
+    elif isinstance(expr, sympy.Mul):
+        value = 1 + 0j
+        for arg in expr.args:
+            value *= _float_eval(arg, subs, functions)
+    elif isinstance(expr, sympy.Pow):
+        base, exponent = (_float_eval(arg, subs, functions) for arg in expr.args)
+        if base == 0 and exponent.real < 0:
+            raise ZeroDivisionError("0 to a negative power")
+        if base.imag == 0 and exponent.imag == 0 and (base.real > 0 or float(exponent.real).is_integer()):
+            value = complex(math.pow(base.real, exponent.real))
+        else:
+            value = base**exponent
+    elif isinstance(expr, sympy.binomial):
+        n, k = (_float_eval(arg, subs, functions) for arg in expr.args)
+        g = functions[sympy.gamma]
+        value = g(n + 1) / (g(k + 1) * g(n - k + 1))
+    elif expr.func in functions:
+        value = functions[expr.func](*(_float_eval(arg, subs, functions) for arg in expr.args))
+    else:
+        raise _Unsupported(type(expr).__name__)
+    if not (abs(value) <= _FLOAT_LIMIT):  # also catches inf and nan
+        raise OverflowError("value too large")
+    return value
+
+
+def _point_value(expr, subs: dict, functions: dict) -> complex | None:
+    """Float value at a point; None where the expression is undefined there (division by zero, log 0...)."""
+    try:
+        return _float_eval(expr, subs, functions)
+    except (ZeroDivisionError, ValueError):
+        return None
+
+
+def _sympy_expr_equal(a, b, deadline: float) -> bool | None:
+    """Equality of two sympy expressions, decided numerically (no expansion, so it stays bounded).
+
+    Both sides are first evaluated with Python floats at a few fixed points (a bounded computation; a value
+    beyond 1e250 makes the answer "unequal"); when they agree, exact expressions are confirmed at 30 digits
+    with sympy. None means undecided (an unknown function).
+    """
+    import sympy
+
+    try:
+        if a == b:
+            return True
+        inexact = a.has(sympy.Float) or b.has(sympy.Float)
+        symbols = sorted(a.free_symbols | b.free_symbols, key=str)
+        if len(symbols) > 8:
+            return False
+        functions = _float_functions()
+        points = _POINTS if symbols else ((),)
+        checked = 0
+        for point in points:
+            if time.monotonic() > deadline:
+                return False
+            values = {sym: point[k % len(point)] + 0.1 * k for k, sym in enumerate(symbols)}
+            fa, fb = _point_value(a, values, functions), _point_value(b, values, functions)
+            if fa is None or fb is None:
+                if (fa is None) != (fb is None):
+                    return False
+                continue
+            scale = max(abs(fa), abs(fb))
+            if abs(fa - fb) > (REL_TOL if inexact else 1e-6) * scale:
+                return False
+            if not inexact:  # floats agree: confirm exactly-written values exactly (safe: magnitudes bounded)
+                exact = {sym: sympy.Rational(repr(v)) for sym, v in values.items()}
+                diff = (a - b).subs(exact) if exact else a - b
+                if diff.is_Rational:
+                    if diff != 0:
+                        return False
+                else:
+                    dv = diff.evalf(30)
+                    if not dv.is_number:
+                        return None
+                    if bool(abs(dv) > 1e-25 * max(1.0, scale)):
+                        return False
+            checked += 1
+        if checked == 0:
+            return None
+        return checked >= min(2, len(points))
+    except _Unsupported:
+        return None
+    except OverflowError:
+        return False
+    except Exception:
+        return None
+
+
+def _math_verify_equal(pred: str, gold: str) -> bool:
+    """Math-Verify with its signal-based timeouts disabled (callers guard the input size)."""
+    from math_verify import parse, verify
+
+    if not (_safe_for_symbolic(pred) and _safe_for_symbolic(gold)):
+        return False
+    for name in ("math_verify.parser", "math_verify.grader"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        g = parse(f"${gold}$", parsing_timeout=None)
+        p = parse(f"${pred}$", parsing_timeout=None)
+        if not g or not p:
+            return False
+        import sympy
+
+        for parsed in (g[0], p[0]):  # a misread side (e.g. \gamma read as the Gamma function's pole)
+            if isinstance(parsed, sympy.Basic) and parsed.has(sympy.zoo, sympy.nan):
+                return False
+        return bool(verify(g, p, timeout_seconds=None))
+    except Exception:
+        return False
