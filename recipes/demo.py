@@ -7,7 +7,7 @@ A thin script over :mod:`trl_drgrpo.demo.run` (``trl-drgrpo demo`` runs the same
 
 import sys
 
-from trl_drgrpo.demo.run import main
+from trl_drgrpo.cli import run
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run("demo", sys.argv[1:]))

@@ -2,13 +2,15 @@
 
     python recipes/evaluate.py --model Qwen/Qwen2.5-Math-1.5B --template qwen_math --output_dir results/qwen_math
 
-A thin script over :mod:`trl_drgrpo.evaluation.cli` (``trl-drgrpo evaluate`` runs the same).
+A thin script over :mod:`trl_drgrpo.evaluation.cli` (``trl-drgrpo evaluate`` runs the same; a user error prints
+one line).
 """
 
 import sys
 
-from trl_drgrpo.evaluation.cli import *  # noqa: F403
-from trl_drgrpo.evaluation.cli import main
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from trl_drgrpo.cli import run
+
+    sys.exit(run("evaluate", sys.argv[1:]))
+
+from trl_drgrpo.evaluation.cli import *  # noqa: E402, F403
