@@ -7,7 +7,7 @@ same thing must give the same advantages, loss and gradients. The completions co
 Legitimate differences, switched off here and tested separately:
 - ``truncated_completion_reward`` (Dr. GRPO gives a truncated response reward 0; TRL has no such option), so
   it is set to ``None`` for the comparison;
-- ``std`` eps: both add 1e-4 to the group std, so there is nothing to switch off.
+- the std epsilon (the paper's 1e-8, TRL's fixed 1e-4), so ``std_eps`` is set to TRL's value.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
 
 from trl_drgrpo import DrGRPOConfig, DrGRPOTrainer
+from trl_drgrpo.objective import TRL_STD_EPS
 
 MAX_LEN = 12
 GROUP = 4
@@ -108,6 +109,7 @@ def test_loss_and_gradients_match_trl(tmp_path, model_and_tokenizer, length_norm
         length_normalization=length_normalization,
         std_normalization=std_normalization,
         truncated_completion_reward=None,
+        std_eps=TRL_STD_EPS,
         **_common_args(tmp_path / "ours"),
     )
     results = [

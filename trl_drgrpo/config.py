@@ -7,18 +7,11 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig, ScriptArguments
 
+from .objective import STD_EPS
+
 # TRL names for the same switches: loss_type <-> length normalization, scale_rewards <-> std normalization.
 _LOSS_TYPE = {True: "grpo", False: "dr_grpo"}
 _SCALE_REWARDS = {True: "group", False: "none"}
-# GRPOConfig options whose code paths DrGRPOTrainer's loss does not implement, with their neutral value.
-_UNSUPPORTED = {
-    "importance_sampling_level": "token",
-    "top_entropy_quantile": 1.0,
-    "entropy_coef": 0.0,
-    "use_adaptive_entropy": False,
-    "off_policy_mask_threshold": None,
-    "multi_objective_aggregation": "sum_then_normalize",
-}
 
 
 def batch_shape(
@@ -80,12 +73,20 @@ class DrGRPOConfig(GRPOConfig):
             Responses generated per rollout over all processes (the paper: 1024); sets `generation_batch_size`.
         correct_reward_threshold (`float`, defaults to `1.0`):
             A response whose total reward is at least this counts as correct in the logged length metrics.
+        std_eps (`float`, defaults to `1e-8`):
+            Added to the group's reward std before dividing (GRPO, `std_normalization=True`; the paper's code: 1e-8,
+            TRL: 1e-4).
+        no_signal_patience (`int`, defaults to `3`):
+            Warn (once) when this many consecutive rollouts have no group with any reward spread, i.e. every
+            advantage is 0 and training does nothing. `0` turns the check off.
 
     Defaults that differ from `GRPOConfig`: `max_completion_length=3000`, `lr_scheduler_type="constant"`,
     `adam_beta2=0.95`, `vllm_importance_sampling_correction=False`; `beta=0` (no KL, no reference model),
     `temperature=1.0`, `top_p=1.0`, `top_k=0`, `num_generations=8`, `learning_rate=1e-6`, `epsilon=0.2`,
     `num_iterations=1`, `weight_decay=0.0`, `max_grad_norm=1.0` are restated for clarity. `loss_type` and
-    `scale_rewards` are derived from the switches; setting them to a contradicting value is an error.
+    `scale_rewards` are derived from the switches; setting them to a contradicting value is an error. Every other
+    `GRPOConfig` option (entropy bonus and mask, off-policy mask, sequence-level importance sampling,
+    `multi_objective_aggregation`, Liger kernels, ...) works as in TRL, on top of the paper's aggregation.
     """
 
     length_normalization: bool = field(
@@ -130,6 +131,20 @@ class DrGRPOConfig(GRPOConfig):
         metadata={
             "help": "Extra tokens that end a response in generation and in the loss masks, e.g. <|im_end|> for the "
             "Qwen-Math chat template on a base model whose end of sequence is <|endoftext|>."
+        },
+    )
+    std_eps: float = field(
+        default=STD_EPS,
+        metadata={
+            "help": "Epsilon added to the group reward std when std_normalization is on (the paper's code: 1e-8; "
+            "TRL: 1e-4)."
+        },
+    )
+    no_signal_patience: int = field(
+        default=3,
+        metadata={
+            "help": "Warn once when this many consecutive rollouts have no group with any reward spread (every "
+            "advantage 0, nothing learned). 0 turns the check off."
         },
     )
     samples_per_step: int | None = field(
@@ -196,12 +211,10 @@ class DrGRPOConfig(GRPOConfig):
                 f"loss_normalizer must be positive (Dr. GRPO divides by it), got {self.loss_normalizer}; "
                 "leave it unset to use max_completion_length"
             )
-        for name, neutral in _UNSUPPORTED.items():
-            if getattr(self, name) != neutral:
-                raise ValueError(
-                    f"DrGRPOTrainer does not implement {name}={getattr(self, name)!r}; leave it at {neutral!r} "
-                    "or use trl.GRPOTrainer for that variant"
-                )
+        if self.std_eps < 0:
+            raise ValueError(f"std_eps must be >= 0, got {self.std_eps}")
+        if self.no_signal_patience < 0:
+            raise ValueError(f"no_signal_patience must be >= 0 (0 = off), got {self.no_signal_patience}")
 
     def _derive_batch_shape(self) -> None:
         """Per-process sizes from the global batch shape, for the number of processes launched (WORLD_SIZE)."""
@@ -219,20 +232,23 @@ class DrGRPOConfig(GRPOConfig):
 
     def _derive_trl_switches(self) -> None:
         """Fill TRL's `loss_type`/`scale_rewards` from the two switches, refusing a contradiction."""
-        scale = {True: "group", False: "none"}.get(
-            self.scale_rewards, self.scale_rewards
-        )  # TRL accepts bools
         wanted = {
             "loss_type": _LOSS_TYPE[self.length_normalization],
             "scale_rewards": _SCALE_REWARDS[self.std_normalization],
         }
-        given = {"loss_type": self.loss_type, "scale_rewards": scale}
         switch = {"loss_type": "length_normalization", "scale_rewards": "std_normalization"}
-        for name, value in given.items():
-            if value is not None and value != wanted[name]:
+        for name, value in (("loss_type", self.loss_type), ("scale_rewards", self.scale_rewards)):
+            same = value if not isinstance(value, bool) else _SCALE_REWARDS[value]  # TRL accepts bools
+            if value is not None and same != wanted[name]:
+                flag = switch[name]
                 raise ValueError(
-                    f"{name}={value!r} contradicts {switch[name]}={getattr(self, switch[name])}: DrGRPOConfig derives "
-                    f"{name} from {switch[name]} ({wanted[name]!r}). Set {switch[name]} instead and leave {name} unset."
+                    f"{name}={value!r} contradicts {flag}={getattr(self, flag)}: DrGRPOConfig derives {name} from "
+                    f"{flag} ({wanted[name]!r}). Leave {name} unset and set {flag} instead"
+                    + (
+                        "; TRL's other loss types are not Dr. GRPO/GRPO, use trl.GRPOTrainer for them."
+                        if name == "loss_type" and value not in _LOSS_TYPE.values()
+                        else "."
+                    )
                 )
         self.loss_type, self.scale_rewards = wanted["loss_type"], wanted["scale_rewards"]
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import torch
 
-#: Added to std(r) before dividing (GRPO only). TRL uses the same value, so the two agree exactly.
-STD_EPS = 1e-4
+#: Added to std(r) before dividing (GRPO only): the paper's code (oat) uses 1e-8. TRL fixes 1e-4 (``TRL_STD_EPS``).
+STD_EPS = 1e-8
+TRL_STD_EPS = 1e-4
 
 
 def group_advantages(

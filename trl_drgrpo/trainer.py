@@ -1,35 +1,39 @@
 """``DrGRPOTrainer``: TRL's ``GRPOTrainer`` with the advantage and the loss aggregation of Dr. GRPO.
 
-Two overrides carry the paper; everything else (generation with vLLM or transformers, PEFT, gradient
-accumulation, ``steps_per_generation``, ``num_iterations``, several weighted reward functions) is TRL's:
+A thin delta on TRL's own code path. ``DrGRPOConfig`` derives TRL's ``loss_type``/``scale_rewards`` from the
+paper's two switches (``dr_grpo``/``none`` for Dr. GRPO), so TRL's loss and every feature composed with it
+(entropy bonus and mask, off-policy mask, sequence-level importance sampling, KL, MoE auxiliary loss, Liger
+kernels, all of TRL's metrics) run unchanged. What differs from TRL, following the paper and its code (oat):
 
-* ``_generate_and_score_completions``: advantages come from :func:`objective.group_advantages`;
-* ``_compute_loss``: token losses are reduced by :func:`objective.aggregate_token_losses`.
+* ``_calculate_rewards``: a response cut at the budget gets ``truncated_completion_reward`` (0);
+* ``_generate_and_score_completions``: advantages from :func:`objective.group_advantages` (the paper's std
+  epsilon); the paper's metrics; a loud warning when rollouts carry no learning signal;
+* ``_compute_loss``: Dr. GRPO's constant normaliser is ``loss_normalizer`` (default: the generation budget,
+  which is what TRL's ``dr_grpo`` divides by).
+
+:mod:`trl_drgrpo.objective` is the readable specification; the tests hold this trainer to it.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
+from transformers.utils import logging
 from trl import GRPOTrainer
 
 from .config import DrGRPOConfig
-from .objective import aggregate_token_losses, clipped_surrogate, group_advantages, k3_kl
+from .objective import group_advantages
 
-# Extra model inputs (vision-language models) that TRL stores in the batch and forwards to the model.
-_FORWARD_KEYS = (
-    "pixel_values",
-    "image_grid_thw",
-    "num_images",
-    "pixel_attention_mask",
-    "spatial_shapes",
-    "num_tiles",
-    "image_sizes",
-    "token_type_ids",
-    "mm_token_type_ids",
-    "image_position_ids",
-)
+logger = logging.get_logger(__name__)
+
+#: Share of truncated completions in one rollout at or above which the truncation reward warning fires.
+TRUNCATION_WARNING_FRACTION = 0.9
+
+
+class NoLearningSignalWarning(UserWarning):
+    """Rollouts whose advantages are all 0: training runs but learns nothing."""
 
 
 def cut_after_stop(ids: list[int], stop_strings: list[str], tokenizer: Any) -> list[int]:
@@ -70,6 +74,13 @@ class DrGRPOTrainer(GRPOTrainer):
             )
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
         self._rollout: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._flat_rollouts = 0  # consecutive training rollouts in which no group has any reward spread
+        self._warned_truncation = self._warned_flat = False
+        if args.multi_objective_aggregation == "normalize_then_sum":
+            logger.warning(
+                "multi_objective_aggregation='normalize_then_sum' takes TRL's advantages as they are: each reward is "
+                "divided by its group std and the sum by the batch std, whatever std_normalization says."
+            )
         if args.extra_eos_tokens:
             self._add_eos_tokens(args.extra_eos_tokens)
         if args.stop_strings and self.use_vllm:
@@ -112,11 +123,7 @@ class DrGRPOTrainer(GRPOTrainer):
         """TRL's rewards (gathered over processes), with the truncation reward applied; keeps what the metrics need."""
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         device = rewards_per_func.device
-        eos = set(self.eos_token_ids)
-        budget = self.max_completion_length
-        local_truncated = [
-            len(ids) >= budget and (not ids or ids[-1] not in eos) for ids in completion_ids_list
-        ]
+        local_truncated = [self._is_truncated(ids) for ids in completion_ids_list]
         truncated = self.accelerator.gather(torch.tensor(local_truncated, device=device))
         lengths = self.accelerator.gather(
             torch.tensor([len(ids) for ids in completion_ids_list], device=device)
@@ -127,17 +134,45 @@ class DrGRPOTrainer(GRPOTrainer):
         self._rollout = (rewards_per_func, truncated, lengths)
         return rewards_per_func
 
+    def _is_truncated(self, ids: list[int]) -> bool:
+        """Cut by the budget: `max_completion_length` tokens that do not end with EOS or a stop string.
+
+        A response whose EOS or stop string falls exactly on the budget's last token finished (vLLM's
+        finish_reason "stop", as in the paper's code), so it is not truncated.
+        """
+        if len(ids) < self.max_completion_length:
+            return False
+        if ids and ids[-1] in self.eos_token_ids:
+            return False
+        if self.args.stop_strings:
+            # A stop string spans at most len(stop) tokens; vLLM may keep a few characters after it in the last token.
+            tail = ids[-(max(len(stop) for stop in self.args.stop_strings) + 1) :]
+            text = self._tokenizer.decode(tail, skip_special_tokens=False)
+            return not any(stop in text for stop in self.args.stop_strings)
+        return True
+
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)
         rewards_per_func, truncated, lengths = self._rollout
         mode = "train" if self.model.training else "eval"
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
         rewards = self._total_reward(rewards_per_func)
-        advantages = group_advantages(rewards, group_size, std_normalization=self.args.std_normalization)
-        local = output["completion_ids"].size(0)
-        start = self.accelerator.process_index * local
-        output["advantages"] = advantages[start : start + local]
+        if self.multi_objective_aggregation == "sum_then_normalize":
+            # TRL computed the same advantages (scale_rewards is derived from std_normalization) except for the std
+            # epsilon, which TRL fixes at 1e-4; objective.py is the reference, with the paper's epsilon.
+            advantages = group_advantages(
+                rewards, group_size, std_normalization=self.args.std_normalization, eps=self.args.std_eps
+            )
+            local = output["completion_ids"].size(0)
+            start = self.accelerator.process_index * local
+            output["advantages"] = advantages[start : start + local]
+            logged = self._logs["advantages"]  # the completions table shows the advantages trained on
+            for _ in range(min(advantages.numel(), len(logged))):
+                logged.pop()
+            logged.extend(advantages.tolist())
         self._log_rollout_metrics(mode, rewards, truncated, lengths, group_size)
+        if mode == "train":
+            self._warn_if_no_signal(rewards, truncated, group_size)
         return output
 
     def _total_reward(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
@@ -164,80 +199,71 @@ class DrGRPOTrainer(GRPOTrainer):
         if (~correct).any():
             metrics["drgrpo/incorrect_mean_length"].append(lengths[~correct].mean().item())
         metrics["drgrpo/truncated_fraction"].append(truncated.float().mean().item())
-        grouped = torch.nan_to_num(rewards, nan=0.0).view(-1, group_size)
         metrics["drgrpo/zero_std_group_fraction"].append(
-            (grouped.amax(1) == grouped.amin(1)).float().mean().item()
+            zero_spread_groups(rewards, group_size).float().mean().item()
         )
+
+    def _warn_if_no_signal(self, rewards: torch.Tensor, truncated: torch.Tensor, group_size: int) -> None:
+        """Warn loudly (once each) when rollouts carry no learning signal, naming the cause and the fix."""
+        budget, reward = self.max_completion_length, self.args.truncated_completion_reward
+        flat = zero_spread_groups(rewards, group_size).all().item()
+        if (
+            reward is not None
+            and not self._warned_truncation
+            and truncated.float().mean().item() >= TRUNCATION_WARNING_FRACTION
+        ):
+            self._warned_truncation = True
+            share = truncated.float().mean().item()
+            self._loud_warning(
+                f"{share:.0%} of this rollout's completions hit max_completion_length={budget} without ending and all "
+                f"got truncated_completion_reward={reward}"
+                + (
+                    ", so no group has any reward spread: every advantage is 0 and this step trains nothing"
+                    if flat
+                    else ""
+                )
+                + ". Raise max_completion_length so responses can finish, or set truncated_completion_reward=None to "
+                "keep the reward functions' scores for truncated responses."
+            )
+        self._flat_rollouts = self._flat_rollouts + 1 if flat else 0
+        patience = self.args.no_signal_patience
+        if patience and self._flat_rollouts >= patience and not self._warned_flat:
+            self._warned_flat = True
+            self._loud_warning(
+                f"{self._flat_rollouts} consecutive rollouts without any group whose rewards differ: every advantage "
+                "is 0, the loss is 0 and no parameter moves. Check the reward functions (do they ever disagree within "
+                f"a group?), sample more diversely (num_generations={self.num_generations}, temperature), or, if most "
+                f"responses are cut at max_completion_length={budget}, raise it or set "
+                "truncated_completion_reward=None."
+            )
+
+    def _loud_warning(self, message: str) -> None:
+        if self.accelerator.is_main_process:
+            logger.warning(message)
+            warnings.warn(message, NoLearningSignalWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ loss
     def _compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
-        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
-        input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)
-        attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)
-        mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
-        per_token_logps, entropies, aux_loss = self._get_per_token_logps_and_entropies(
-            model,
-            input_ids,
-            attention_mask,
-            completion_ids.size(1),
-            compute_entropy=True,
-            compute_aux_loss=self.aux_loss_enabled,
-            **{key: inputs.get(key) for key in _FORWARD_KEYS},
-        )
-        # With one optimisation pass per rollout the behaviour policy is the current one (ratio 1, gradient kept).
-        old_per_token_logps = inputs.get("old_per_token_logps")
-        if old_per_token_logps is None:
-            old_per_token_logps = per_token_logps.detach()
-        per_token_loss, ratio = clipped_surrogate(
-            per_token_logps,
-            old_per_token_logps,
-            inputs["advantages"],
-            self.epsilon_low,
-            self.epsilon_high,
-            self.args.delta,
-        )
-        if self.use_vllm and self.vllm_importance_sampling_correction:
-            per_token_loss = per_token_loss * inputs["importance_sampling_ratio"]
-        if self.beta != 0.0:
-            per_token_kl = k3_kl(per_token_logps, inputs["ref_per_token_logps"])
-            if self.args.use_bias_correction_kl:
-                per_token_kl = per_token_kl * ratio
-            per_token_loss = per_token_loss + self.beta * per_token_kl
+        """TRL's loss for the derived `loss_type`; Dr. GRPO's constant is `loss_normalizer` (default: the budget).
 
-        loss = aggregate_token_losses(
-            per_token_loss, mask, self.args.length_normalization, normalizer=self.args.loss_normalizer
-        )
-        mode = "train" if self.model.training else "eval"
-        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
-        loss = loss / accumulation
-        if self.aux_loss_enabled:
-            loss = loss + self.router_aux_loss_coef * aux_loss / accumulation
+        TRL's `dr_grpo` reduces the token losses exactly as :func:`objective.aggregate_token_losses` does with
+        ``normalizer=max_completion_length``, and `grpo` as with ``length_normalization=True``; the only delta is
+        a constant other than the budget, swapped in for the duration of the call.
+        """
+        if self.loss_type != "dr_grpo" or self.args.loss_normalizer == self.max_completion_length:
+            return super()._compute_loss(model, inputs)
+        budget = self.max_completion_length
+        self.max_completion_length = self.args.loss_normalizer
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self.max_completion_length = budget
 
-        self._log_loss_metrics(mode, mask, entropies, ratio, inputs["advantages"])
-        if self.beta != 0.0:
-            self._metrics[mode]["kl"].append(self._global_masked_mean(per_token_kl, mask))
-        return loss
 
-    @torch.no_grad()
-    def _log_loss_metrics(
-        self,
-        mode: str,
-        mask: torch.Tensor,
-        entropies: torch.Tensor,
-        ratio: torch.Tensor,
-        advantages: torch.Tensor,
-    ) -> None:
-        metrics = self._metrics[mode]
-        metrics["entropy"].append(self._global_masked_mean(entropies, mask))
-        advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
-        low = (ratio < 1 - self.epsilon_low) & (advantages < 0)
-        high = (ratio > 1 + self.epsilon_high) & (advantages > 0)
-        metrics["clip_ratio/low_mean"].append(self._global_masked_mean(low.float(), mask))
-        metrics["clip_ratio/high_mean"].append(self._global_masked_mean(high.float(), mask))
-        metrics["clip_ratio/region_mean"].append(self._global_masked_mean((low | high).float(), mask))
-
-    def _global_masked_mean(self, values: torch.Tensor, mask: torch.Tensor) -> float:
-        """Token-weighted mean over all processes."""
-        local = torch.stack([(values * mask).sum(), mask.sum().float()]).detach()
-        total = self.accelerator.reduce(local, reduction="sum")
-        return (total[0] / total[1].clamp(min=1.0)).item()
+def zero_spread_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """One boolean per group: all its (scorable) rewards are equal, so all its Dr. GRPO advantages are 0."""
+    grouped = rewards.view(-1, group_size)
+    scored = ~torch.isnan(grouped)
+    high = torch.where(scored, grouped, -torch.inf).amax(1)
+    low = torch.where(scored, grouped, torch.inf).amin(1)
+    return ~(high > low)
