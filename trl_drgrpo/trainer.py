@@ -24,6 +24,7 @@ from transformers.utils import logging
 from trl import GRPOTrainer
 
 from .config import DrGRPOConfig
+from .model_card import PAPER, write_model_card
 from .objective import group_advantages
 
 logger = logging.get_logger(__name__)
@@ -62,6 +63,11 @@ class DrGRPOTrainer(GRPOTrainer):
 
     _tag_names = ["trl", "grpo", "dr-grpo", "trl_drgrpo"]
     _name = "Dr. GRPO"
+    _paper = PAPER  # the model card cites arXiv 2503.20783 (trl_drgrpo.model_card)
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None) -> None:
+        """TRL's card citing the Dr. GRPO paper, with the dataset and the run's Dr. GRPO setup."""
+        write_model_card(self, super().create_model_card, model_name, dataset_name, tags)
 
     def __init__(self, model: Any, reward_funcs: Any = None, args: DrGRPOConfig | None = None, **kwargs: Any):
         if args is None:

@@ -1,0 +1,97 @@
+"""The model card of a Dr. GRPO run: TRL's card citing the paper (arXiv 2503.20783), naming the dataset, plus
+a section with the run's Dr. GRPO setup.
+
+``DrGRPOTrainer`` points TRL's card machinery at :data:`PAPER` and calls :func:`write_model_card`.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PAPER_ID = "2503.20783"
+PAPER = {
+    "title": "Understanding R1-Zero-Like Training: A Critical Perspective",
+    "id": PAPER_ID,
+    "citation": textwrap.dedent(
+        """\
+        @article{liu2025understanding,
+            title        = {{Understanding R1-Zero-Like Training: A Critical Perspective}},
+            author       = {Zichen Liu and Changyu Chen and Wenjun Li and Penghui Qi and Tianyu Pang and Chao Du and Wee Sun Lee and Min Lin},
+            year         = 2025,
+            eprint       = {arXiv:2503.20783},
+            archivePrefix = {arXiv},
+        }"""
+    ),
+}
+SECTION_TITLE = "## Dr. GRPO setup"
+
+
+def hub_dataset_id(name: str | None) -> str | None:
+    """``name`` when it reads as a Hub dataset id (``owner/name``), ``None`` for local folders and files."""
+    if not name or os.path.exists(os.path.expanduser(name)) or name.startswith((".", "/", "~")):
+        return None
+    return name if name.count("/") == 1 else None
+
+
+def setup_section(args: Any, dataset_name: str | None) -> str:
+    """Markdown describing the objective and data of the run (from a ``DrGRPOConfig``)."""
+
+    def value(name: str, default: Any = None) -> Any:
+        return getattr(args, name, default)
+
+    length, std = value("length_normalization", False), value("std_normalization", False)
+    variant = {
+        (False, False): "Dr. GRPO",
+        (True, True): "GRPO (length and std normalization)",
+        (True, False): "length normalization only",
+        (False, True): "std normalization only",
+    }[(bool(length), bool(std))]
+    lines = [
+        SECTION_TITLE,
+        "",
+        f"Trained with trl_drgrpo's DrGRPOTrainer ({variant}), the method of "
+        f"*{PAPER['title']}* (arXiv {PAPER_ID}): advantage r_i - mean(r)"
+        + (" / std(r)" if std else "")
+        + ", token losses "
+        + ("averaged per response" if length else f"summed and divided by {value('loss_normalizer')}")
+        + ".",
+        "",
+        f"- Dataset: {dataset_name or 'not recorded'}",
+        f"- length_normalization: {length}, std_normalization: {std}, beta (KL): {value('beta')}",
+        f"- num_generations: {value('num_generations')}, max_completion_length: "
+        f"{value('max_completion_length')}, temperature: {value('temperature')}",
+        f"- learning_rate: {value('learning_rate')}, truncated_completion_reward: "
+        f"{value('truncated_completion_reward')}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(
+    trainer: Any,
+    create_card: Callable[..., None],
+    model_name: str | None = None,
+    dataset_name: str | None = None,
+    tags: str | list[str] | None = None,
+) -> None:
+    """Write ``README.md`` in ``output_dir`` with TRL's ``create_card`` (which cites :data:`PAPER`), then add
+    the Dr. GRPO section. ``dataset_name`` defaults to the trainer's ``model_card_dataset`` attribute."""
+    dataset_name = dataset_name or getattr(trainer, "model_card_dataset", None)
+    create_card(model_name=model_name, dataset_name=hub_dataset_id(dataset_name), tags=tags)
+    if not trainer.is_world_process_zero():
+        return
+    path = Path(trainer.args.output_dir) / "README.md"
+    if not path.is_file():
+        return
+    text = path.read_text()
+    section = setup_section(trainer.args, dataset_name)
+    marker = "\n### Framework versions"
+    if marker in text:
+        head, tail = text.split(marker, 1)
+        text = head.rstrip() + "\n\n" + section + marker + tail
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text)
