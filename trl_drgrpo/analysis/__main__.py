@@ -1,0 +1,7 @@
+"""``python -m trl_drgrpo.analysis <command> ...``"""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
