@@ -15,7 +15,7 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from .report import atomic_write_text, merge_summaries
+from .report import atomic_write_text
 from .run import EvaluationArguments, evaluate
 
 
@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> dict | str:
     parser = TrlParser((EvaluationArguments,))
     (args,) = parser.parse_args_and_config(args=argv)
     if args.merge:
-        table = merge_summaries(args.merge)
+        # the Table 1 layout lives in the analysis toolkit (`trl-drgrpo analyze templates`)
+        from ..analysis.templates_table import merge_table
+
+        table = merge_table(args.merge)
         if args.output:
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(args.output, table)
