@@ -261,6 +261,13 @@ class DrGRPOScriptArguments(ScriptArguments):
         default=None,
         metadata={"help": "Hub dataset id, a `save_to_disk` folder, or a .json/.jsonl/.parquet file."},
     )
+    dataset_test_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Split of dataset_name evaluated by the trainer (reward on held-out questions) when "
+            "eval_strategy is set; None = no such evaluation (see eval_benchmarks for the paper's benchmarks)."
+        },
+    )
     problem_column: str = field(default="problem", metadata={"help": "Column holding the question."})
     answer_column: str = field(default="answer", metadata={"help": "Column holding the gold answer."})
     template: str = field(

@@ -87,6 +87,11 @@ def write_model_card(
     if not path.is_file():
         return
     text = path.read_text()
+    # TRL's template links a base model and a Hub id that may not exist (local model, no push): name them plainly.
+    config = getattr(trainer.model, "config", None)
+    base = str(getattr(config, "_name_or_path", "") or "a local model")
+    text = text.replace("[None](https://huggingface.co/None)", f"`{base}`")
+    text = text.replace('model="None"', f'model="{trainer.args.output_dir}"')
     section = setup_section(trainer.args, dataset_name)
     marker = "\n### Framework versions"
     if marker in text:

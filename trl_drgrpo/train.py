@@ -19,8 +19,11 @@ from transformers import AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, TrlParser, get_peft_config
 
+from . import arguments
 from .config import DrGRPOConfig, DrGRPOScriptArguments
 from .data import load_problems, to_prompt_dataset
+from .outputs import finish_run
+from .preflight import check_trackers
 from .rewards import MathReward
 from .templates import Template, get_template
 from .trainer import DrGRPOTrainer
@@ -78,6 +81,9 @@ def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_
         raise ValueError("dataset_name is required: a Hub dataset id, a save_to_disk folder or a data file")
     if not model_args.model_name_or_path:
         raise ValueError("model_name_or_path is required: a Hub model id or a local folder")
+    arguments.normalize_yaml_values(script_args)
+    check_trackers(training_args.report_to)
+    arguments.check_script_options(script_args, training_args, model_args)
     template = get_template(script_args.template)  # fails early, listing the known templates
 
     init_kwargs = {
@@ -105,6 +111,14 @@ def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_
         script_args.answer_column,
         script_args.max_train_samples,
     )
+    eval_dataset = None
+    if script_args.dataset_test_split:
+        test_problems = load_problems(
+            script_args.dataset_name, script_args.dataset_config, script_args.dataset_test_split
+        )
+        eval_dataset = to_prompt_dataset(
+            test_problems, template, script_args.problem_column, script_args.answer_column
+        )
     reward = MathReward(
         template=template,
         answer_column=script_args.answer_column,
@@ -116,19 +130,22 @@ def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_
         reward_funcs=reward,
         args=training_args,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         callbacks=build_callbacks(script_args, training_args),
         rollout_func=import_object(script_args.rollout_func) if script_args.rollout_func else None,
+        **arguments.quantization_kwargs(model_args),
     )
+    trainer.model_card_dataset = script_args.dataset_name
+    if script_args.ignore_bias_buffers:
+        arguments.ignore_bool_buffers(trainer.model)
     checkpoint = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)
     if checkpoint:
         logger.info("Resuming from %s", checkpoint)
     try:
-        trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model(training_args.output_dir)
-        if trainer.accelerator.is_main_process:
-            trainer.processing_class.save_pretrained(training_args.output_dir)
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        finish_run(trainer, result, script_args.dataset_name)
     finally:
         reward.close()
         if dist.is_available() and dist.is_initialized():
@@ -138,13 +155,13 @@ def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((DrGRPOScriptArguments, DrGRPOConfig, ModelConfig))
+    return arguments.make_parser()
 
 
 def cli(argv: list[str] | None = None) -> None:
-    """Command-line entry point (``recipes/train.py``)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    main(*make_parser().parse_args_and_config(args=argv))
+    """Command-line entry point (``recipes/train.py``, ``trl-drgrpo train``)."""
+    arguments.configure_logging()
+    main(*arguments.parse_training_args(argv))
 
 
 if __name__ == "__main__":
