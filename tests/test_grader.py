@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import re
-import time
 
 import pytest
 
@@ -26,46 +25,67 @@ def r1(answer: str, sep: str = " ") -> str:
 
 
 @pytest.mark.parametrize(
-    ("response", "expected"),
+    ("response", "paper", "lenient"),
     [
-        (r"so \boxed{5}", "5"),
-        (r"\boxed{\frac{1}{2}} and then \boxed{\frac{3}{4}}", r"\frac{3}{4}"),
-        (r"\boxed{\left( 3, \frac{\pi}{2} \right)}", r"\left( 3, \frac{\pi}{2} \right)"),
-        (r"the answer is \boxed 5.", "5."),
-        (r"final: \fbox{42}", "42"),
-        (r"\boxed{\{1, 2\}}", r"\{1, 2\}"),
-        (r"no box here: 12", None),
-        (r"truncated \boxed{12", None),
-        (r"\boxed{}", None),
+        (r"so \boxed{5}", "5", "5"),
+        (r"\boxed{\frac{1}{2}} and then \boxed{\frac{3}{4}}", r"\frac{3}{4}", r"\frac{3}{4}"),
+        (
+            r"\boxed{\left( 3, \frac{\pi}{2} \right)}",
+            r"\left( 3, \frac{\pi}{2} \right)",
+            r"\left( 3, \frac{\pi}{2} \right)",
+        ),
+        (r"the answer is \boxed 5.", None, "5."),  # the paper needs "\boxed{"
+        (r"final: \fbox{42}", None, "42"),  # the paper reads \boxed only
+        (r"\boxed{7} then \boxed 8", None, "8"),  # the paper's last "\boxed" is not "\boxed{": no answer
+        (r"\boxed{\{1, 2\}}", r"\{1, 2\}", r"\{1, 2\}"),
+        (r"no box here: 12", None, None),
+        (r"truncated \boxed{12", None, None),
+        (r"\boxed{}", None, None),
     ],
 )
-def test_extract_boxed(response, expected):
-    assert extract_answer(response, "qwen_math") == expected
-    assert extract_answer(response, get_template("no")) == expected
+def test_extract_boxed(response, paper, lenient):
+    for template in ("qwen_math", get_template("no")):
+        assert extract_answer(response, template) == paper
+        assert extract_answer(response, template, answer_format="paper") == paper
+        assert extract_answer(response, template, answer_format="lenient") == lenient
 
 
 @pytest.mark.parametrize(
-    ("response", "expected"),
+    ("response", "paper", "lenient"),
     [
-        (r1("7"), "7"),
-        (r1("7", sep="\n\n"), "7"),
-        (r1("7", sep=""), "7"),
-        (r1(r"\boxed{\frac{1}{3}}"), r"\frac{1}{3}"),
-        (" reasoning <answer> 7 </answer>", None),  # no </think>
-        (" reasoning </think> <answer> 7", None),  # no </answer>
-        (" reasoning </think> more text <answer> 7 </answer>", None),  # answer not right after </think>
-        (r" reasoning \boxed{7} </think>", None),  # a box alone is not the r1 format
+        (r1("7"), "7", "7"),
+        (r1("7", sep="\n"), None, "7"),  # the paper needs the literal "</think> <answer>"
+        (r1("7", sep="\n\n"), None, "7"),
+        (r1("7", sep=""), None, "7"),
+        (r1("7", sep="  "), None, "7"),
+        (r1(r"\boxed{\frac{1}{3}}"), r"\frac{1}{3}", r"\frac{1}{3}"),
+        (r1(r"\boxed 3"), None, "3"),
+        (" reasoning <answer> 7 </answer>", None, None),  # no </think>
+        (" reasoning </think> <answer> 7", None, None),  # no </answer>
+        (" reasoning </think> more text <answer> 7 </answer>", None, None),  # answer not right after </think>
+        (r" reasoning \boxed{7} </think>", None, None),  # a box alone is not the r1 format
+        # the paper takes the text after the LAST <answer> and removes every </answer>
+        (" a </think> <answer> 6 </answer> b <answer> 7 </answer>", "7", None),  # lenient: after </think> only
+        (" a </think> <answer> 6 </answer> trailing", "6  trailing", "6"),
     ],
 )
-def test_extract_r1(response, expected):
-    assert extract_answer(response, "r1") == expected
+def test_extract_r1(response, paper, lenient):
+    assert extract_answer(response, "r1") == paper
+    assert extract_answer(response, "r1", answer_format="lenient") == lenient
 
 
 def test_r1_grading_follows_strict_format():
     assert grade(r1("12"), "12", "r1") == 1.0
     assert grade(r1(r"\boxed{12}"), "12", "r1") == 1.0
+    assert grade(r1("12", sep="\n"), "12", "r1") == 0.0
+    assert grade(r1("12", sep="\n"), "12", "r1", answer_format="lenient") == 1.0
     assert grade(" 12 is it <answer>12</answer>", "12", "r1") == 0.0
     assert grade(boxed("12"), "12", "r1") == 0.0
+
+
+def test_unknown_answer_format_is_a_clear_error():
+    with pytest.raises(ValueError, match="answer_format must be one of"):
+        extract_answer(boxed("1"), "qwen_math", answer_format="loose")
 
 
 def test_unknown_template_is_a_clear_error():
@@ -94,7 +114,13 @@ EQUIVALENT = {
     ],
     "thousands": [("1,000", "1000"), ("10080", r"10,\!080"), ("11111111100", r"11,\! 111,\! 111,\! 100")],
     "leading_zeros": [("33", "033"), ("025", "25")],
-    "x_prefix": [("x = 5", "5"), ("5", "x=5"), ("2x", r"$f(x)=2 x$"), ("2x + 3", "y = 2x + 3")],
+    "x_prefix": [
+        ("x = 5", "5"),
+        ("5", "x=5"),
+        ("2x", r"$f(x)=2 x$"),
+        ("2x + 3", "y = 2x + 3"),
+        ("4, 5", "AB=4,CD=5"),
+    ],
     "trailing_period": [("5.", "5"), (r"(-\infty, 0) \cup \{1\}", r"$(-\infty, 0) \cup\{1\}$.")],
     "spacing_macros": [("32348", r"\$32,\!348"), (r"1\,000", "1000"), (r"2 \! \cdot \! 3", r"2\cdot3")],
     "dollar_wrappers": [(r"\frac{25}{2}", r"$\frac{25}{2}$"), ("$1003$", "1003")],
@@ -115,6 +141,7 @@ EQUIVALENT = {
     "symbolic_forms": [
         ("ab + 2a + 5b + 10", "(a+5)(b+2)"),
         ("x^2+2x+1", "(x+1)^2"),
+        (r"\boxed{1+x}", "x+1"),
         ("sqrt(3)/2", r"\frac{\sqrt{3}}{2}"),
         (r"\sqrt{117}", r"3\sqrt{13}"),
         (r"\frac{1}{\sqrt{2}}", r"\frac{\sqrt{2}}{2}"),
@@ -242,11 +269,9 @@ PATHOLOGICAL = {
 @pytest.mark.parametrize("name", list(PATHOLOGICAL))
 def test_pathological_inputs_are_bounded(name):
     response, gold = PATHOLOGICAL[name]
-    start = time.perf_counter()
-    score = grade(response, gold)
-    elapsed = time.perf_counter() - start
-    assert score == 0.0
-    assert elapsed < 1.0, f"{name} took {elapsed:.2f}s"
+    assert (
+        grade(response, gold) == 0.0
+    )  # bounded by the input's structure (timings: benchmarks/grader_agreement.py)
 
 
 def test_pathological_but_correct_answers_still_pass():
@@ -267,11 +292,9 @@ def test_random_garbage_never_raises():
         "e",
         "!",
     ]
-    start = time.perf_counter()
     for _ in range(200):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60)))
         assert grade(text + "}", text) in (0.0, 1.0)
-    assert time.perf_counter() - start < 20
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Canonical string form of an answer (LaTeX spacing, wrappers, units, degrees, separators, prefixes)."""
+"""Canonical string form of an answer (LaTeX spacing, wrappers, units, degrees, separators, lists, matrices).
+
+Every rule here is a general rewrite that keeps the answer's meaning: it may merge two spellings of one object,
+never two objects. Where a rewrite could glue two numbers together (``2 3`` -> ``23``) it keeps a separator.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,33 @@ _UNIT_WORDS = (
     "seconds|second|sec|minutes|minute|min|hours|hour|hrs|hr|days|day|weeks|week|years|year|yr|months|month|"
     "cents|cent|dollars|dollar|units|unit|sq|square|cubic|kg|grams|gram|mg|liters|liter|ml|kcal|cal|Hz|kHz|MHz|"
     "GHz|eV|keV|MeV|GeV|nm|pc|kpc|Mpc|AU|ly|Angstroms|Angstrom|rad|radians|mol|Pa|atm|sr|arcsec|arcmin|"
-    "points|point|people|students|ways|times|percent|pounds|lbs|oz"
+    "points|point|people|students|ways|times|pounds|lbs|oz"
 )
 _UNIT_RE = re.compile(rf"(?<![A-Za-z\\])(?:{_UNIT_WORDS})(?:\^\{{?-?\d+\}}?)?(?![A-Za-z])")
-_TEXT_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
-_SPACING_RE = re.compile(r"(?<!\\)\\[!,;:> ]|\\q?quad|~|\\displaystyle|\\limits")
-_LHS_RE = re.compile(r"^[A-Za-z](?:_\{?[A-Za-z0-9\\ ]+\}?)?(?:\([A-Za-z]\))?\s*=(?!=)")
+# Font and text wrappers: the content is the answer (\text{807} is 807, \mathcal{B} is B).
+_WRAPPERS = (
+    "text|textbf|textit|textnormal|textrm|textsf|texttt|textup|emph|mbox|hbox|mathrm|mathbf|mathit|mathcal|"
+    "mathsf|mathtt|mathbb|mathscr|mathfrak|mathnormal|boldsymbol|bm|operatorname"
+)
+_WRAPPER_RE = re.compile(rf"\\(?:{_WRAPPERS})\s*(?=\{{)")
+_TEXT_RE = re.compile(r"\\text\s*\{([^{}]*)\}")
+_SPACING_RE = re.compile(r"(?<!\\)\\[!,;:> ]|\\q?quad|~|\\displaystyle|\\limits|\\hspace\{[^{}]*\}")
 _THOUSANDS_RE = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
+_THOUSANDS_SPACE_RE = re.compile(r"(?<![\d.])\d{1,3}(?:\s\d{3})+(?![\d.])")
+_PERCENT_RE = re.compile(
+    r"\\?%|\\percent\b|\\text\{\s*(?:percent(?:age)?|pct)\s*\}|\b(?:percent(?:age)?|pct)\b"
+)
+# "a and b", "a \text{ and } b", "a, and b", "a or b": a list of answers.
+_AND_RE = re.compile(
+    r",?\s*\\text\{\s*(?:and|or)\s*\}\s*|,?\s+(?:and|or)\s+|(?<=[\d)}\]])(?:and|or)(?=[\d(\\{\[-])"
+)
+_PRIME_RE = re.compile(r"\^\s*\{\s*\\prime\s*\}|\^\s*\\prime|\\prime|’")
+_MATRIX_RE = re.compile(
+    r"[(\[]?\s*\\begin\{(pmatrix|bmatrix|Bmatrix|matrix|smallmatrix|array)\}(?:\{[^{}]*\})?(.*?)\\end\{\1\}\s*[)\]]?",
+    re.S,
+)
+_DET_RE = re.compile(r"\\begin\{([vV]matrix)\}(.*?)\\end\{\1\}", re.S)
+_GLUE = "\x03"  # a space between two numbers that must not vanish ("2 3" is not 23)
 
 
 def _fix_fracs(s: str) -> str:
@@ -35,6 +59,16 @@ def _fix_fracs(s: str) -> str:
 _UNIT_TEXT_RE = re.compile(r"\\text\s*\{([^{}]*)\}(\^\{?-?\d+\}?)?")
 
 
+def _unwrap_text(s: str) -> str:
+    """``\\text{x}`` -> ``x`` from the innermost block outwards."""
+    for _ in range(8):  # bounded: nested wrappers deeper than this stay as they are
+        new = _TEXT_RE.sub(lambda m: m.group(1), s)
+        if new == s:
+            break
+        s = new
+    return s
+
+
 def _strip_units(s: str) -> str:
     """Drop ``\\text{unit}`` blocks and known unit words when a number/expression remains."""
     candidate = _UNIT_TEXT_RE.sub(
@@ -42,39 +76,78 @@ def _strip_units(s: str) -> str:
     )
     candidate = _UNIT_RE.sub("", candidate).strip()
     if candidate and re.search(r"\d", candidate):
-        return candidate
-    return _TEXT_RE.sub(lambda m: m.group(1), s)  # words only ("\\text{Evelyn}"): unwrap instead
+        return _unwrap_text(candidate)
+    return _unwrap_text(s)  # words only ("\\text{Evelyn}"): unwrap instead
+
+
+def _canonical_matrices(s: str) -> str:
+    """Every matrix environment (and its surrounding brackets) becomes ``\\begin{pmatrix}...\\end{pmatrix}``;
+    ``vmatrix`` (a determinant) becomes ``\\det\\begin{pmatrix}...``, so it never equals the matrix itself."""
+    s = _DET_RE.sub(lambda m: "\\det\\begin{pmatrix}" + m.group(2) + "\\end{pmatrix}", s)
+    return _MATRIX_RE.sub(lambda m: "\\begin{pmatrix}" + m.group(2).strip() + "\\end{pmatrix}", s)
+
+
+def has_percent(answer: Any) -> bool:
+    """Whether the answer is written as a percentage (``28\\%``, ``28 percent``, ``28 pct``)."""
+    return bool(_PERCENT_RE.search(str(answer)))
+
+
+def prime_count(normalized: str) -> int:
+    """Primes in a normalized answer (``f'(x)``, ``E'``); two answers with different counts never match."""
+    return normalized.count("'")
+
+
+def _remove_spaces(s: str) -> str:
+    """Drop whitespace without gluing numbers: thousands groups (``1 000``) join, other digit pairs keep a
+    separator, a space after an exponent is a product (``2^6 3^5`` -> ``2^6*3^5``)."""
+    s = _THOUSANDS_SPACE_RE.sub(lambda m: re.sub(r"\s", "", m.group(0)), s)
+    s = re.sub(r"(\^\s*(?:\{[^{}]*\}|\d))\s+(?=\d)", r"\1*", s)
+    s = re.sub(r"(?<=\d)\s+(?=\d)", _GLUE, s)
+    s = re.sub(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])", "\\1\x01", s)  # keep "\pi r" from becoming "\pir"
+    s = re.sub(r"\s+", "", s)
+    return s.replace("\x01", " ").replace(_GLUE, " ")
 
 
 def normalize_answer(answer: Any) -> str:
     """Canonical string form of an answer, used for string comparison and before parsing."""
-    s = str(answer).replace("\x00", "").strip()
+    s = str(answer).replace("\x00", "").replace(_GLUE, "").strip()
     if len(s) > MAX_ANSWER_CHARS:
         s = s[:MAX_ANSWER_CHARS]
     s = s.replace("\\$", "").replace("$", "")
-    s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)\b\.?", "", s)
-    s = re.sub(r"\\[dt]frac", r"\\frac", s)
-    s = s.replace("\\mbox", "\\text").replace("\\textbf", "\\text").replace("\\mathrm", "\\text")
+    s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big|biggl|biggr|bigg|Bigg)\b\.?", "", s)
+    s = re.sub(r"\\[dtc]frac", r"\\frac", s)
+    s = _WRAPPER_RE.sub(r"\\text", s)
     s = re.sub(r"\\text\{\s*\}", "", s)
     s = _SPACING_RE.sub(" ", s)
     s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|°|\\circ|\\degree", "", s)
-    s = re.sub(r"\\?%|\\percent", "", s)
+    s = _PERCENT_RE.sub("", s)
+    s = _PRIME_RE.sub("'", s)
+    s = _AND_RE.sub(",", s)
     s = s.replace("\\geqslant", "\\ge").replace("\\leqslant", "\\le").replace("\\geq", "\\ge")
     s = s.replace("\\leq", "\\le").replace("\\neq", "\\ne").replace("\\cdot", "*").replace("\\times", "*")
     s = s.replace("\\infty", "oo").replace("∞", "oo")
     s = _fix_fracs(s)
     s = _strip_units(s)
     s = s.strip().rstrip(".").strip()
-    m = re.fullmatch(r"\\text\{\(?([A-Ea-e])\)?\}|\(([A-Ea-e])\)", s)  # multiple-choice letters
+    m = re.fullmatch(r"\(?([A-Ea-e])\)|\(([A-Ea-e])\)?|([A-E])", s)  # multiple-choice letters: (C), C)
     if m:
-        s = (m.group(1) or m.group(2)).upper()
-    if s.count("=") == 1 and _LHS_RE.match(s):
-        s = s.split("=", 1)[1]
-    s = re.sub(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])", "\\1\x01", s)  # keep "\pi r" from becoming "\pir"
-    s = re.sub(r"\s+", "", s).replace("\x01", " ")
+        s = (m.group(1) or m.group(2) or m.group(3)).upper()
+    s = _remove_spaces(s)
+    s = _canonical_matrices(s)
     s = re.sub(r"([_^])\{([A-Za-z0-9]+)\}", r"\1\2", s)  # x^{2} -> x^2, 52_{8} -> 52_8
     if _THOUSANDS_RE.match(s):
         s = s.replace(",", "")
+    s = s.strip(",")
     while len(s) > 2 and s[0] == "(" and s[-1] == ")" and _balanced(s[1:-1]) and "," not in s:
         s = s[1:-1]  # redundant outer parentheses: "(x+1)" -> "x+1" (tuples keep theirs)
     return s
+
+
+_LHS_RE = re.compile(r"^[A-Za-z]{1,3}(?:_\{?[A-Za-z0-9\\ ]+\}?)?(?:\([A-Za-z]\))?=(?!=)")
+
+
+def strip_lhs(normalized: str) -> str | None:
+    """``x=5`` -> ``5`` (a named answer: one ``=``, a short variable or function name on the left), else None."""
+    if normalized.count("=") == 1 and _LHS_RE.match(normalized):
+        return normalized.split("=", 1)[1]
+    return None

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
-import time
 
-from .limits import MAX_EXPONENT, MAX_FACTORIAL, MAX_SYMBOLIC_CHARS, REL_TOL
+from .limits import (
+    MAX_EXPONENT,
+    MAX_FACTORIAL,
+    MAX_FUNCTIONS,
+    MAX_NESTING,
+    MAX_PAREN_NESTING,
+    MAX_SYMBOLIC_CHARS,
+    MAX_TOKENS,
+    REL_TOL,
+)
 from .structures import _balanced
 
 _NESTED_POW_RE = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\(?[\w.]*\^|\*\*[\w.(]*\*\*")
@@ -18,9 +27,41 @@ _DANGEROUS_RE = re.compile(
 )
 
 
+_TOKEN_RE = re.compile(r"\\[A-Za-z]+|\d+(?:\.\d+)?|[A-Za-z]|[^\s\w]")
+_FUNCTION_RE = re.compile(
+    r"\\(?:sqrt|frac|sin|cos|tan|cot|sec|csc|arcsin|arccos|arctan|sinh|cosh|tanh|log|ln|exp|binom)(?![A-Za-z])"
+    r"|(?<![A-Za-z\\])(?:sqrt|sin|cos|tan|log|ln|exp)\("
+)
+
+
+def nesting_depth(s: str, opening: str = "([{", closing: str = ")]}") -> int:
+    """Deepest bracket nesting of ``s`` (continued and nested fractions, nested calls)."""
+    depth = deepest = 0
+    for c in s:
+        if c in opening:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in closing:
+            depth -= 1
+    return deepest
+
+
+def structure_ok(s: str) -> bool:
+    """The structural bound, decided before any symbolic work: size, nesting, functions, tokens."""
+    if not s or len(s) > MAX_SYMBOLIC_CHARS or nesting_depth(s) > MAX_NESTING:
+        return False
+    if nesting_depth(s, "(", ")") > MAX_PAREN_NESTING:  # the LaTeX parser's cost grows fastest with these
+        return False
+    if len(_FUNCTION_RE.findall(s)) > MAX_FUNCTIONS:
+        return False
+    return len(_TOKEN_RE.findall(s)) <= MAX_TOKENS
+
+
 def _safe_for_symbolic(s: str) -> bool:
     """Refuse inputs that could make sympy explode (towers, huge exponents/factorials/digit strings)."""
-    if not s or len(s) > MAX_SYMBOLIC_CHARS or "\\\\" in s:
+    if not structure_ok(s) or "\\\\" in s:
+        return False
+    if "'" in s or re.search(r"\d \d", s):  # primes and space-separated numbers: string comparison only
         return False
     if not _balanced(s) or _DANGEROUS_RE.search(s) or _NESTED_POW_RE.search(s):
         return False
@@ -45,8 +86,16 @@ def _safe_for_symbolic(s: str) -> bool:
     return True
 
 
+_GREEK = (
+    "alpha|beta|gamma|delta|epsilon|varepsilon|zeta|eta|theta|vartheta|iota|kappa|lambda|mu|nu|xi|pi|rho|sigma|"
+    "tau|upsilon|phi|varphi|chi|psi|omega|Gamma|Delta|Theta|Lambda|Xi|Pi|Sigma|Phi|Psi|Omega"
+)
+_GREEK_WORD_RE = re.compile(rf"(?<![\\A-Za-z])({_GREEK})(?![A-Za-z])")
+
+
 def _plain_to_latex(s: str) -> str:
-    """Make plain-text math readable by latex2sympy: ``sqrt(3)/2`` -> ``\\sqrt{3}/2``, ``**`` -> ``^``."""
+    """Make plain-text math readable by latex2sympy: ``sqrt(3)/2`` -> ``\\sqrt{3}/2``, ``**`` -> ``^``,
+    ``omega`` -> ``\\omega``."""
     s = s.replace("**", "^")
     out, i = [], 0
     while i < len(s):
@@ -65,17 +114,25 @@ def _plain_to_latex(s: str) -> str:
         else:
             out.append(s[i])
             i += 1
-    s = "".join(out)
-    s = re.sub(r"(?<![\\A-Za-z])(pi)(?![A-Za-z])", r"\\pi", s)
-    return s
+    return _GREEK_WORD_RE.sub(r"\\\1", "".join(out))
 
 
+@functools.lru_cache(maxsize=4096)
 def _to_sympy(s: str):
+    """sympy form of a normalized answer (cached: a group's gold is read once per process)."""
     from latex2sympy2_extended import latex2sympy
     from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 
     text = _plain_to_latex(s.replace("oo", "\\infty"))
     return latex2sympy(text, conversion_config=ConversionConfig(lowercase_symbols=False))
+
+
+def _read(s: str):
+    """``_to_sympy`` that returns None instead of raising (its failures are cached too)."""
+    try:
+        return _to_sympy(s)
+    except Exception:
+        return None
 
 
 def _sympy_size_ok(expr) -> bool:
@@ -85,25 +142,72 @@ def _sympy_size_ok(expr) -> bool:
         return False
 
 
-def _sympy_equal(pred: str, gold: str, deadline: float) -> bool | None:
-    """True/False from sympy, None when either side cannot be read."""
+def _imaginary_unit(a, b):
+    """Read ``i`` as the imaginary unit on both sides when the gold ``b`` is a complex number: its only symbol
+    is ``i`` and, with ``i`` as the unit, its value is not real (``1+2i``, ``i(2-i)``; not ``i^2+1``)."""
     import sympy
 
-    if time.monotonic() > deadline or not (_safe_for_symbolic(pred) and _safe_for_symbolic(gold)):
-        return None
+    i = sympy.Symbol("i")
+    if b.free_symbols != {i}:
+        return a, b
     try:
-        a, b = _to_sympy(pred), _to_sympy(gold)
+        value = complex(b.subs(i, sympy.I).evalf(15))
     except Exception:
+        return a, b
+    if abs(value.imag) <= 1e-12 * max(1.0, abs(value)):
+        return a, b
+    return a.subs(i, sympy.I), b.subs(i, sympy.I)
+
+
+def _equations_equal(a, b) -> bool | None:
+    """``lhs = rhs`` equations are the same when ``lhs - rhs`` of one is a nonzero constant times the other's
+    (rearranged, scaled or negated), checked at the fixed sample points."""
+
+    da, db = a.lhs - a.rhs, b.lhs - b.rhs
+    if da.free_symbols != db.free_symbols or not da.free_symbols:
+        return _sympy_expr_equal(a.lhs, b.lhs) and _sympy_expr_equal(a.rhs, b.rhs)
+    if not (_sympy_size_ok(da) and _sympy_size_ok(db)):
         return None
+    symbols = sorted(da.free_symbols, key=str)
+    if len(symbols) > 8:
+        return None
+    functions = _float_functions()
+    ratios = []
+    try:
+        for point in _POINTS:
+            values = {sym: point[k % len(point)] + 0.1 * k for k, sym in enumerate(symbols)}
+            fa, fb = _point_value(da, values, functions), _point_value(db, values, functions)
+            if fa is None or fb is None or abs(fb) < 1e-12:
+                if fa is None and fb is None:
+                    continue
+                if fb is not None and fa is not None and abs(fa) < 1e-12 and abs(fb) < 1e-12:
+                    continue
+                return False
+            ratios.append(fa / fb)
+    except _Unsupported:
+        return None
+    except (OverflowError, Exception):
+        return False
+    if len(ratios) < 2 or abs(ratios[0]) < 1e-12:
+        return False if ratios else None
+    return all(abs(r - ratios[0]) <= 1e-9 * abs(ratios[0]) for r in ratios)
+
+
+def sympy_equal(pred: str, gold: str) -> bool | None:
+    """True/False from sympy, None when either side cannot be read (or is outside the structural bound)."""
+    import sympy
+
+    if not (_safe_for_symbolic(pred) and _safe_for_symbolic(gold)):
+        return None
+    a, b = _read(pred), _read(gold)
+    if a is None or b is None:
+        return None
+    if isinstance(a, sympy.Equality) and isinstance(b, sympy.Equality):
+        try:
+            return _equations_equal(*_imaginary_unit(a, b))
+        except Exception:
+            return None
     if not all(isinstance(x, sympy.Expr) for x in (a, b)):
-        if isinstance(a, sympy.Equality) and isinstance(b, sympy.Equality):
-            checks = [_sympy_expr_equal(a.lhs, b.lhs, deadline), _sympy_expr_equal(a.rhs, b.rhs, deadline)]
-            if all(checks):
-                return True
-            checks.append(_sympy_expr_equal(a.lhs - a.rhs, b.lhs - b.rhs, deadline))
-            if checks[-1]:
-                return True
-            return None if None in checks else False
         try:
             return True if a == b else None  # sets, relations...: structural match, else let Math-Verify try
         except Exception:
@@ -112,7 +216,8 @@ def _sympy_equal(pred: str, gold: str, deadline: float) -> bool | None:
         return None
     if a.has(*_non_finite()) or b.has(*_non_finite()):  # a misread (e.g. \gamma as the Gamma function)
         return None
-    return _sympy_expr_equal(a, b, deadline)
+    a, b = _imaginary_unit(a, b)
+    return _sympy_expr_equal(a, b)
 
 
 _POINTS = (
@@ -232,7 +337,7 @@ def _point_value(expr, subs: dict, functions: dict) -> complex | None:
         return None
 
 
-def _sympy_expr_equal(a, b, deadline: float) -> bool | None:
+def _sympy_expr_equal(a, b) -> bool | None:
     """Equality of two sympy expressions, decided numerically (no expansion, so it stays bounded).
 
     Both sides are first evaluated with Python floats at a few fixed points (a bounded computation; a value
@@ -252,8 +357,6 @@ def _sympy_expr_equal(a, b, deadline: float) -> bool | None:
         points = _POINTS if symbols else ((),)
         checked = 0
         for point in points:
-            if time.monotonic() > deadline:
-                return False
             values = {sym: point[k % len(point)] + 0.1 * k for k, sym in enumerate(symbols)}
             fa, fb = _point_value(a, values, functions), _point_value(b, values, functions)
             if fa is None or fb is None:
@@ -287,7 +390,7 @@ def _sympy_expr_equal(a, b, deadline: float) -> bool | None:
         return None
 
 
-def _math_verify_equal(pred: str, gold: str) -> bool:
+def math_verify_equal(pred: str, gold: str) -> bool:
     """Math-Verify with its signal-based timeouts disabled (callers guard the input size)."""
     from math_verify import parse, verify
 
@@ -308,3 +411,21 @@ def _math_verify_equal(pred: str, gold: str) -> bool:
         return bool(verify(g, p, timeout_seconds=None))
     except Exception:
         return False
+
+
+_WARM = False
+
+
+def warm() -> None:
+    """Import sympy, latex2sympy and Math-Verify and run each once (once per process; idempotent)."""
+    global _WARM
+    if _WARM:
+        return
+    for pred, gold in (
+        ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}"),
+        ("(x+1)^2", "x^2+2x+1"),
+        ("2x+4y=3", "y=x"),
+    ):
+        sympy_equal(pred, gold)
+    math_verify_equal("\\sqrt{4}", "2")
+    _WARM = True
