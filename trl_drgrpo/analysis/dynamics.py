@@ -16,8 +16,6 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from . import plots
 from .io import (
     AnalysisError,
@@ -171,6 +169,7 @@ def dynamics(
         window: Logged points averaged for the start and end values of the summary.
         smooth: Trailing moving-average window applied to the curves (1: raw).
         title: Figure title.
+        show_progress: Accepted for a uniform API (reading logs is quick).
     """
     if window < 1:
         raise AnalysisError(f"window must be >= 1, got {window}")
@@ -182,7 +181,9 @@ def dynamics(
         names = [n if names.count(n) == 1 else f"{n} ({p})" for n, p in zip(names, paths, strict=True)]
 
     runs: dict[str, dict] = {}
-    for name, path in tqdm(list(zip(names, paths, strict=True)), desc="runs", disable=not show_progress):
+    for name, path in zip(
+        names, paths, strict=True
+    ):  # logs are small: no progress bar to interleave with errors
         history = load_training_log(path)
         curves = run_series(history, smooth)
         if not any(k in curves for k in METRICS):

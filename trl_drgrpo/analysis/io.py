@@ -202,7 +202,8 @@ def load_eval_run(
 def default_label(run: EvalRun) -> str:
     """``model / template`` (``@ step N`` for a training checkpoint)."""
     parts = [p for p in (run.model, run.template) if p]
-    label = " / ".join(parts) or run.path.name
+    fallback = run.path.parent.name if run.path.name in (SAMPLES_FILE, SUMMARY_FILE) else run.path.name
+    label = " / ".join(parts) or fallback
     return label + (f" @ step {run.step}" if run.step is not None else "")
 
 

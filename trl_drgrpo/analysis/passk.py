@@ -11,8 +11,6 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from ..evaluation.scoring import pass_at_k
 from . import plots
 from .io import (
@@ -34,7 +32,7 @@ def pass_curve(correct_counts: Sequence[int], n: int) -> list[float]:
     return [sum(pass_at_k(n, c, k) for c in correct_counts) / len(correct_counts) for k in range(1, n + 1)]
 
 
-def _analyse_run(run: EvalRun, show_progress: bool) -> dict:
+def _analyse_run(run: EvalRun) -> dict:
     groups: dict[str, dict[object, list[bool]]] = {}
     for i, r in enumerate(run.records):
         c = is_correct(r)
@@ -45,7 +43,7 @@ def _analyse_run(run: EvalRun, show_progress: bool) -> dict:
             raise AnalysisError(f"{run.path}: line {i + 1} has no 'index' or 'problem' to group samples by")
         groups.setdefault(str(r.get("benchmark", "all")), {}).setdefault(key, []).append(c)
     result: dict[str, dict] = {}
-    for bench, problems in tqdm(groups.items(), desc="pass@k", disable=not show_progress):
+    for bench, problems in groups.items():
         sizes = {len(s) for s in problems.values()}
         if len(sizes) > 1:
             raise AnalysisError(
@@ -111,9 +109,12 @@ def passk(
     labels: Sequence[str] | None = None,
     show_progress: bool = True,
 ) -> dict:
-    """pass@k curves of evaluation folders (overlaid); writes results when ``output_dir``."""
+    """pass@k curves of evaluation folders (overlaid); writes results when ``output_dir``.
+
+    ``show_progress`` is accepted for a uniform API (counting correct samples is quick).
+    """
     runs = load_eval_runs(inputs, labels=labels)
-    results = {run.label: _analyse_run(run, show_progress) for run in runs}
+    results = {run.label: _analyse_run(run) for run in runs}
     summary = {"command": "passk", "inputs": {run.label: str(run.path) for run in runs}, "results": results}
     if output_dir is not None:
         out = prepare_output(output_dir)
