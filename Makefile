@@ -72,12 +72,22 @@ ablation-bias: ## GRPO vs length-norm only vs std-norm only vs Dr. GRPO on RECIP
 		--output_dir outputs/ablation-bias/$(RECIPE_MODEL)/$(RECIPE_NAME)/std_only --run_name $(RECIPE_MODEL)-std-only $(ARGS)
 	$(LAUNCH) recipes/train.py --config $(RECIPE) --length_normalization false --std_normalization false \
 		--output_dir outputs/ablation-bias/$(RECIPE_MODEL)/$(RECIPE_NAME)/drgrpo --run_name $(RECIPE_MODEL)-drgrpo $(ARGS)
+	$(PYTHON) -m trl_drgrpo.analysis dynamics \
+		$(foreach a,grpo length_only std_only drgrpo,outputs/ablation-bias/$(RECIPE_MODEL)/$(RECIPE_NAME)/$(a)) \
+		--output_dir outputs/ablation-bias/$(RECIPE_MODEL)/$(RECIPE_NAME)/analysis --title "$(RECIPE_MODEL): optimization bias ablation"
 
 ablation-templates: ## Dr. GRPO on RECIPE with the r1, qwen_math and no templates (training and eval template alike)
 	for t in r1 qwen_math no; do \
 		$(LAUNCH) recipes/train.py --config $(RECIPE) --template $$t \
 			--output_dir outputs/ablation-templates/$(RECIPE_MODEL)/$$t --run_name $(RECIPE_MODEL)-template-$$t $(ARGS) || exit 1; \
 	done
+	$(PYTHON) -m trl_drgrpo.analysis dynamics $(foreach t,r1 qwen_math no,outputs/ablation-templates/$(RECIPE_MODEL)/$(t)) \
+		--output_dir outputs/ablation-templates/$(RECIPE_MODEL)/analysis/dynamics --title "$(RECIPE_MODEL): templates"
+	# Table 1 per step from the in-training evaluations (eval/step_N), when the recipe ran them
+	if ls outputs/ablation-templates/$(RECIPE_MODEL)/*/eval/step_* >/dev/null 2>&1; then \
+		$(PYTHON) -m trl_drgrpo.analysis templates $(foreach t,r1 qwen_math no,outputs/ablation-templates/$(RECIPE_MODEL)/$(t)/eval) \
+			--output_dir outputs/ablation-templates/$(RECIPE_MODEL)/analysis/templates; \
+	fi
 
 bench: ## Run every benchmarks/*.py script
 	for b in benchmarks/*.py; do echo "== $$b"; HF_HUB_OFFLINE=1 $(PYTHON) $$b || exit 1; done
