@@ -1,4 +1,5 @@
-"""DrGRPOTrainer against TRL's own GRPOTrainer on the same model and the same fixed batch.
+"""DrGRPOTrainer on fixed batches: against ``objective.py`` (the specification, computed here without TRL) and
+against TRL's own GRPOTrainer on the same model, alone and with TRL's loss features switched on.
 
 For each (length_normalization, std_normalization) setting, TRL's (loss_type, scale_rewards) that means the
 same thing must give the same advantages, loss and gradients. The completions come from a fixed
@@ -23,7 +24,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
 
 from trl_drgrpo import DrGRPOConfig, DrGRPOTrainer
-from trl_drgrpo.objective import TRL_STD_EPS
+from trl_drgrpo.objective import (
+    TRL_STD_EPS,
+    aggregate_token_losses,
+    clipped_surrogate,
+    group_advantages,
+)
 
 MAX_LEN = 12
 GROUP = 4
@@ -65,15 +71,24 @@ def _common_args(tmp_path) -> dict:
     )
 
 
-def _loss_and_grads(trainer, inputs: list[dict]):
+def _loss_and_grads(trainer, inputs: list[dict], return_batch: bool = False, off_policy: bool = False):
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
     torch.manual_seed(0)
     batch = trainer._generate_and_score_completions(inputs)
+    if off_policy:  # a behaviour policy that differs from the current one, so ratios and clipping matter
+        noise = torch.randn(batch["completion_ids"].shape, generator=torch.Generator().manual_seed(1))
+        batch["old_per_token_logps"] = _logps(trainer.model, batch).detach() + 0.3 * noise
     loss = trainer.compute_loss(trainer.model, batch)
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    if return_batch:
+        return batch, loss.detach(), grads
     return batch["advantages"], loss.detach(), grads
+
+
+def _inputs() -> list[dict]:
+    return [{"prompt": q} for q in QUESTIONS for _ in range(GROUP)]
 
 
 def _trainer(cls, model_and_tokenizer, args, reward=length_parity_reward):
@@ -164,3 +179,148 @@ def test_truncated_completions_get_the_truncation_reward(tmp_path, model_and_tok
         lengths[~truncated].float().mean().item()
     )
     assert metrics["drgrpo/incorrect_mean_length"][-1] == pytest.approx(float(MAX_LEN))
+
+
+# ---------------------------------------------------------------------------- against objective.py, without TRL
+def _logps(model, batch, temperature: float = 1.0) -> torch.Tensor:
+    """log pi(o_t | q, o_<t) of each completion token, by a plain forward pass."""
+    ids = batch["completion_ids"]
+    input_ids = torch.cat([batch["prompt_ids"], ids], dim=1)
+    attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    logits = model(input_ids=input_ids, attention_mask=attention).logits[:, -ids.size(1) - 1 : -1]
+    return torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+
+
+def _spec_loss(model, tokenizer, batch, args: DrGRPOConfig):
+    """The loss objective.py defines for this batch: rewards, truncation reward, advantages, aggregation."""
+    ids, mask = batch["completion_ids"], batch["completion_mask"]
+    texts = [
+        tokenizer.decode(row[m.bool()], skip_special_tokens=True) for row, m in zip(ids, mask, strict=True)
+    ]
+    rewards = torch.tensor(length_parity_reward(texts))
+    truncated = (mask.sum(1) == MAX_LEN) & (ids[:, MAX_LEN - 1] != tokenizer.eos_token_id)
+    assert truncated.any() and (~truncated).any()
+    rewards[truncated] = args.truncated_completion_reward
+    advantages = group_advantages(rewards, GROUP, args.std_normalization, eps=args.std_eps)
+    logps = _logps(model, batch, args.temperature)
+    per_token, _ = clipped_surrogate(logps, logps.detach(), advantages, args.epsilon, args.epsilon)
+    return advantages, aggregate_token_losses(
+        per_token, mask, args.length_normalization, args.loss_normalizer
+    )
+
+
+@pytest.mark.parametrize(
+    ("length_normalization", "std_normalization", "extra"),
+    [
+        (False, False, {}),
+        (True, False, {}),
+        (False, True, {}),  # the paper's std epsilon, 1e-8
+        (True, True, {"std_eps": 0.25}),  # an epsilon large enough to matter
+        (False, False, {"loss_normalizer": 40.0}),  # a constant other than the budget
+    ],
+)
+def test_trainer_follows_the_objective_spec(
+    tmp_path, model_and_tokenizer, length_normalization, std_normalization, extra
+):
+    args = DrGRPOConfig(
+        length_normalization=length_normalization,
+        std_normalization=std_normalization,
+        **extra,
+        **_common_args(tmp_path),
+    )
+    assert args.truncated_completion_reward == 0.0  # the paper's rule is part of what is checked
+    trainer = _trainer(DrGRPOTrainer, model_and_tokenizer, args)
+    batch, loss, grads = _loss_and_grads(trainer, _inputs(), return_batch=True)
+
+    reference = copy.deepcopy(model_and_tokenizer[0]).train()
+    advantages, spec_loss = _spec_loss(reference, model_and_tokenizer[1], batch, args)
+    spec_loss.backward()
+    assert advantages.abs().sum() > 0
+    torch.testing.assert_close(batch["advantages"], advantages, atol=1e-6, rtol=0)
+    torch.testing.assert_close(loss, spec_loss.detach(), atol=1e-6, rtol=1e-5)
+    spec_grads = {n: p.grad for n, p in reference.named_parameters() if p.grad is not None}
+    assert spec_grads.keys() == grads.keys()
+    for name, grad in spec_grads.items():
+        torch.testing.assert_close(grads[name], grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_loss_normalizer_scales_the_dr_grpo_loss(tmp_path, model_and_tokenizer):
+    """Dr. GRPO's loss is inversely proportional to its constant (the budget unless set)."""
+    losses = []
+    for normalizer in (None, 3.0 * MAX_LEN):
+        args = DrGRPOConfig(loss_normalizer=normalizer, **_common_args(tmp_path / str(normalizer)))
+        losses.append(_loss_and_grads(_trainer(DrGRPOTrainer, model_and_tokenizer, args), _inputs())[1])
+    assert losses[0].abs() > 0
+    torch.testing.assert_close(losses[1] * 3.0, losses[0])
+
+
+# ---------------------------------------------------------------------------- TRL's features compose
+FEATURES = {
+    "entropy_bonus": {"entropy_coef": 0.05},
+    "adaptive_entropy": {"use_adaptive_entropy": True, "entropy_target": 100.0},
+    "entropy_mask": {"top_entropy_quantile": 0.5},
+    "off_policy_mask": {"off_policy_mask_threshold": -1.0},  # drops every negative-advantage response
+    "sequence_importance_sampling": {"importance_sampling_level": "sequence"},
+    "normalize_then_sum": {"multi_objective_aggregation": "normalize_then_sum"},
+    "two_sided_clipping": {"delta": 1.5, "epsilon_high": 0.28},
+    "kl": {"beta": 0.1},
+}
+
+
+@pytest.mark.parametrize("feature", sorted(FEATURES))
+def test_trl_features_compose_with_dr_grpo(tmp_path, model_and_tokenizer, feature):
+    """With a TRL feature on, DrGRPOTrainer is TRL's `dr_grpo` loss: same advantages, loss, gradients, metrics."""
+    options = FEATURES[feature]
+    trl_args = GRPOConfig(
+        loss_type="dr_grpo", scale_rewards="none", **{**_common_args(tmp_path / "trl"), **options}
+    )
+    ours_args = DrGRPOConfig(
+        truncated_completion_reward=None, **{**_common_args(tmp_path / "ours"), **options}
+    )
+    trainers = [
+        _trainer(cls, model_and_tokenizer, a)
+        for cls, a in ((GRPOTrainer, trl_args), (DrGRPOTrainer, ours_args))
+    ]
+    (adv_trl, loss_trl, grads_trl), (adv_ours, loss_ours, grads_ours) = [
+        _loss_and_grads(t, _inputs(), off_policy=True) for t in trainers
+    ]
+
+    torch.testing.assert_close(adv_ours, adv_trl, atol=1e-6, rtol=0)
+    torch.testing.assert_close(loss_ours, loss_trl, atol=1e-6, rtol=0)
+    assert grads_ours.keys() == grads_trl.keys() and grads_ours
+    for name in grads_trl:
+        torch.testing.assert_close(grads_ours[name], grads_trl[name], atol=1e-6, rtol=0, msg=name)
+    metrics_trl, metrics_ours = (dict(t._metrics["train"]) for t in trainers)
+    assert set(metrics_trl) <= set(metrics_ours)
+    assert {k for k in metrics_ours if k not in metrics_trl} <= {
+        k for k in metrics_ours if k.startswith("drgrpo/")
+    }
+    for key, values in metrics_trl.items():
+        if key == "num_tokens" or key.startswith("profiling/"):
+            continue
+        assert metrics_ours[key] == pytest.approx(values, abs=1e-6, nan_ok=True), key
+
+
+def test_the_features_change_the_loss(tmp_path, model_and_tokenizer):
+    """Each feature above really changes the loss or gradients on this batch (so the test above can fail)."""
+    plain = _loss_and_grads(
+        _trainer(
+            DrGRPOTrainer,
+            model_and_tokenizer,
+            DrGRPOConfig(truncated_completion_reward=None, **_common_args(tmp_path / "plain")),
+        ),
+        _inputs(),
+        off_policy=True,
+    )
+    for feature, options in FEATURES.items():
+        if feature in ("adaptive_entropy", "kl"):  # bonus starts at 0 / reference equals the policy at step 0
+            continue
+        args = DrGRPOConfig(
+            truncated_completion_reward=None, **{**_common_args(tmp_path / feature), **options}
+        )
+        trainer = _trainer(DrGRPOTrainer, model_and_tokenizer, args)
+        _, loss, grads = _loss_and_grads(trainer, _inputs(), off_policy=True)
+        differs = not torch.allclose(loss, plain[1]) or any(
+            not torch.allclose(grads[n], plain[2][n], atol=1e-7) for n in grads
+        )
+        assert differs, feature

@@ -138,7 +138,11 @@ def test_plain_grpo_config_is_refused_with_a_hint(tiny_model_dir, tmp_path):
         ({"loss_type": "dapo"}, "contradicts length_normalization"),
         ({"scale_rewards": "group"}, "contradicts std_normalization"),
         ({"length_normalization": True, "loss_type": "dr_grpo"}, "contradicts length_normalization"),
-        ({"importance_sampling_level": "sequence"}, "does not implement importance_sampling_level"),
+        ({"scale_rewards": True}, r"scale_rewards=True contradicts std_normalization=False"),
+        ({"scale_rewards": "batch", "std_normalization": True}, "contradicts std_normalization=True"),
+        ({"loss_type": "cispo"}, "use trl.GRPOTrainer for them"),
+        ({"std_eps": -1.0}, "std_eps must be >= 0"),
+        ({"no_signal_patience": -1}, "no_signal_patience must be >= 0"),
     ],
 )
 def test_invalid_config_values_fail_at_construction(tmp_path, overrides, message):
@@ -159,6 +163,25 @@ def test_paper_defaults():
     assert (args.adam_beta1, args.adam_beta2, args.weight_decay, args.max_grad_norm) == (0.9, 0.95, 0.0, 1.0)
     assert (args.epsilon, args.num_iterations, args.vllm_importance_sampling_correction) == (0.2, 1, False)
     assert args.truncated_completion_reward == 0.0 and args.correct_reward_threshold == 1.0
+    assert args.std_eps == 1e-8  # the paper's code (oat); TRL: 1e-4
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"scale_rewards": "none", "loss_type": "dr_grpo"},
+        {"scale_rewards": False},
+        {"std_normalization": True, "scale_rewards": True, "length_normalization": True, "loss_type": "grpo"},
+        # TRL features that compose with the paper's aggregation are accepted as they are
+        {"entropy_coef": 0.01, "top_entropy_quantile": 0.5, "off_policy_mask_threshold": 0.5},
+        {"importance_sampling_level": "sequence", "multi_objective_aggregation": "normalize_then_sum"},
+        {"use_adaptive_entropy": True},
+    ],
+)
+def test_settings_that_agree_with_the_switches_are_accepted(tmp_path, overrides):
+    args = _args(tmp_path, **overrides)
+    assert args.loss_type == ("grpo" if args.length_normalization else "dr_grpo")
+    assert args.scale_rewards == ("group" if args.std_normalization else "none")
 
 
 @pytest.mark.parametrize(
