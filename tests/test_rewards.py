@@ -130,7 +130,7 @@ def test_stuck_item_is_killed_and_pool_recovers():
         elapsed = time.perf_counter() - start
         assert scores == [1.0, 0.0, 1.0, 0.0]
         assert elapsed < 10
-        assert r._pool.killed == 1
+        assert r._pool.killed == 1 and r._pool.timed_out == 1 and r.last_timed_out == 1
         # the replaced worker and the survivor both keep working, from another thread too
         results: list = []
         thread = threading.Thread(target=lambda: results.append(r(COMPLETIONS * 4, answer=GOLDS * 4)))
@@ -152,9 +152,10 @@ def test_pickle_deepcopy_and_close(reward):
     assert clone._pool is None and restored._pool is None  # copies own (lazily started) pools
     assert restored.__name__ == "math_reward" and restored.template.name == "qwen_math"
     assert restored(COMPLETIONS[:1], answer=GOLDS[:1]) == [1.0]
-    processes = [w.process for w in restored._pool.workers]
+    template = restored._pool._template.process
+    connections = [w.conn for w in restored._pool.workers]
     restored.close()
-    assert all(p.poll() is not None for p in processes)
+    assert template.poll() is not None and all(c.closed for c in connections)
     assert restored._pool is None
     assert restored(COMPLETIONS[:1], answer=GOLDS[:1]) == [1.0]  # restarts on demand
     restored.close()
@@ -178,10 +179,53 @@ def test_pathological_batch_is_bounded(reward):
 def test_workers_that_cannot_start_are_a_clear_error(monkeypatch):
     import trl_drgrpo.rewards.pool as rewards_module
 
-    monkeypatch.setattr(
-        rewards_module, "_WORKER_BOOTSTRAP", "import sys; sys.exit(1)  # {read_fd} {write_fd}"
-    )
+    monkeypatch.setattr(rewards_module, "_TEMPLATE_BOOTSTRAP", "import sys; sys.exit(1)  # {fd}")
     r = MathReward(num_workers=1)
     with pytest.raises(RuntimeError, match="keep dying at start-up"):
         r([r"\boxed{1}"], answer=["1"])
     r.close()
+
+
+def test_pool_recovers_from_any_number_of_worker_deaths():
+    with MathReward(num_workers=1, timeout_s=5.0, grade_fn=hanging_grade) as r:
+        for _ in range(6):  # more deaths than any start-up failure limit, spread over calls
+            scores = r([r"\boxed{" + DIE_MARKER + "}", r"\boxed{5}", r"\boxed{6}"], answer=["1", "5", "5"])
+            assert scores == [0.0, 1.0, 0.0]
+            assert r.last_died == 1
+        assert r._pool.died == 6
+        os.kill(r._pool._template.process.pid, 9)  # even the template process may die
+        r._pool._template.process.wait()
+        for worker in list(r._pool.workers):  # and every worker with it
+            worker.kill()
+        r._pool.workers.clear()
+        assert r([r"\boxed{7}"], answer=["7"]) == [1.0]
+        assert r._pool.template_restarts >= 1
+
+
+def test_slow_items_of_one_call_run_side_by_side():
+    """Hanging items move to the slow lane, so they are timed out together, not one after another."""
+    with MathReward(num_workers=1, timeout_s=2.0, grade_fn=hanging_grade) as r:
+        completions = [r"\boxed{" + HANG_MARKER + "}"] * 4 + [r"\boxed{3}"]
+        golds = [str(k) for k in range(4)] + ["3"]  # distinct golds: no deduplication
+        assert r(completions, answer=golds) == [0.0, 0.0, 0.0, 0.0, 1.0]
+        assert r.last_timed_out == 4
+        assert r._pool.max_slow_lane >= 2
+        assert r([r"\boxed{3}"], answer=["3"]) == [1.0]
+
+
+def test_hard_bound_events_are_logged_apart():
+    metrics: dict[str, float] = {}
+    with MathReward(num_workers=1, timeout_s=1.0, grade_fn=hanging_grade) as r:
+        r([r"\boxed{" + HANG_MARKER + "}", r"\boxed{1}"], answer=["1", "1"], log_metric=metrics.__setitem__)
+    assert metrics["math_reward/hard_timeouts"] == 1.0
+    assert metrics["math_reward/worker_deaths"] == 0.0
+
+
+def test_answer_format_reaches_extraction():
+    lenient = MathReward(template="r1", answer_format="lenient", num_workers=0)
+    paper = MathReward(template="r1", num_workers=0)
+    completions = [" ok </think>\n<answer> 7 </answer>", " ok </think> <answer> 7 </answer>"]
+    assert paper(completions, answer=["7", "7"]) == [0.0, 1.0]
+    assert lenient(completions, answer=["7", "7"]) == [1.0, 1.0]
+    with pytest.raises(ValueError, match="answer_format"):
+        MathReward(answer_format="strict")

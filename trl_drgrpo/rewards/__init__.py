@@ -1,8 +1,21 @@
-"""Rule-based math reward: answer extraction and grading (``grader``), the killable process pool that bounds
-it (``pool``) and the TRL reward function (``math_reward``)."""
+"""Rule-based math reward: answer extraction and grading (``grader`` and its modules), the killable process pool
+that bounds it (``pool``), the TRL reward function (``math_reward``) and rewards by name (``registry``)."""
 
-from .grader import extract_answer, grade, grade_answer
+from .grader import ANSWER_FORMATS, extract_answer, grade, grade_answer
 from .math_reward import MathReward
 from .pool import GradingPool
+from .registry import available_rewards, build_reward, get_grade_fn, math_verify_grade, register_reward
 
-__all__ = ["GradingPool", "MathReward", "extract_answer", "grade", "grade_answer"]
+__all__ = [
+    "ANSWER_FORMATS",
+    "GradingPool",
+    "MathReward",
+    "available_rewards",
+    "build_reward",
+    "extract_answer",
+    "get_grade_fn",
+    "grade",
+    "grade_answer",
+    "math_verify_grade",
+    "register_reward",
+]

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..templates import Template, get_template
+from .extraction import check_answer_format
 from .grader import extract_answer, grade_answer
 from .pool import GradeFn, GradingPool, _close_pool
 
@@ -52,6 +53,7 @@ class MathReward:
 
     Args:
         template: Template name or object; decides how answers are extracted (``\\boxed{}`` or r1 tags).
+        answer_format: ``"paper"`` (default: the paper's exact extraction rules) or ``"lenient"``.
         answer_column: Dataset column holding the gold answer(s) (passed by TRL as a keyword argument).
         timeout_s: Hard wall-clock limit per graded item; a worker over it is killed and the item scores 0.
         num_workers: Grading processes; 0 grades in-process (no hard timeout; for debugging).
@@ -63,6 +65,7 @@ class MathReward:
         self,
         template: str | Template = "qwen_math",
         answer_column: str = "answer",
+        answer_format: str = "paper",
         timeout_s: float = 1.0,
         num_workers: int = 2,
         grade_fn: GradeFn | None = None,
@@ -73,11 +76,14 @@ class MathReward:
         if not timeout_s or timeout_s <= 0:
             raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
         self.template = get_template(template)
+        self.answer_format = check_answer_format(answer_format)
         self.answer_column = answer_column
         self.timeout_s = float(timeout_s)
         self.num_workers = num_workers
         self.grade_fn = grade_fn
         self.__name__ = name
+        self.last_timed_out = 0  # items of the last call killed at the hard timeout (the last resort)
+        self.last_died = 0  # items of the last call whose worker died
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -111,7 +117,8 @@ class MathReward:
 
     def __repr__(self) -> str:
         return (
-            f"MathReward(template={self.template.name!r}, answer_column={self.answer_column!r}, "
+            f"MathReward(template={self.template.name!r}, answer_format={self.answer_format!r}, "
+            f"answer_column={self.answer_column!r}, "
             f"timeout_s={self.timeout_s}, num_workers={self.num_workers})"
         )
 
@@ -123,6 +130,17 @@ class MathReward:
             self._pool_pid = os.getpid()
             self._finalizer = weakref.finalize(self, _close_pool, self._pool)  # also runs at interpreter exit
         return self._pool
+
+    def start(self) -> MathReward:
+        """Start (and warm) the grading processes now rather than on the first call; returns ``self``."""
+        if self.num_workers == 0:
+            from .symbolic import warm
+
+            warm()
+        else:
+            with self._lock:
+                self._get_pool().start()
+        return self
 
     def close(self) -> None:
         """Stop the worker processes (a later call starts new ones)."""
@@ -138,10 +156,11 @@ class MathReward:
     # --- the reward function ----------------------------------------------------------------------------------
     def extract(self, completions: Sequence[Any]) -> list[str | None]:
         """Extracted answers of ``completions`` (None where no answer is found)."""
-        return [extract_answer(_completion_text(c), self.template) for c in completions]
+        return [extract_answer(_completion_text(c), self.template, self.answer_format) for c in completions]
 
     def grade_pairs(self, pairs: Sequence[tuple[str, Any]]) -> list[float]:
         """Grade (answer, gold) pairs, in the pool or in-process when ``num_workers == 0``."""
+        self.last_timed_out = self.last_died = 0
         if not pairs:
             return []
         if self.num_workers == 0:
@@ -154,7 +173,11 @@ class MathReward:
                     out.append(0.0)
             return out
         with self._lock:
-            return self._get_pool().run(pairs)
+            pool = self._get_pool()
+            scores = pool.run(pairs)
+            self.last_timed_out = sum(pool.last_timed_out)
+            self.last_died = sum(pool.last_died)
+            return scores
 
     def __call__(self, completions: Sequence[Any], **kwargs) -> list[float]:
         """TRL reward-function entry point: one score per completion; golds under ``kwargs[answer_column]``."""
@@ -187,4 +210,7 @@ class MathReward:
         log_metric = kwargs.get("log_metric")
         if callable(log_metric) and answers:
             log_metric("math_reward/no_answer_frac", sum(a is None for a in answers) / len(answers))
+            if self.num_workers:  # hard-bound events, apart from the ordinary zeros
+                log_metric("math_reward/hard_timeouts", float(self.last_timed_out))
+                log_metric("math_reward/worker_deaths", float(self.last_died))
         return rewards
