@@ -21,7 +21,8 @@ from typing import Any, NamedTuple
 
 PROG = "trl-drgrpo"
 # Exceptions that report a mistake in the command, the config or the inputs, not a bug: shown as one line.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError)
+# OSError covers missing files and models that are neither a local folder nor a Hub id.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 
 
 class Command(NamedTuple):

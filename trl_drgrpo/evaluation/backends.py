@@ -110,6 +110,7 @@ class TransformersBackend:
         batch_size: Prompts per ``generate`` call (each yields ``n`` sequences).
         device: Where to load a model given by name (default: CUDA when available, else CPU).
         dtype: ``torch_dtype`` for loading by name.
+        revision: Hub revision (branch, tag or commit) for loading by name.
         show_progress: Show a tqdm bar over batches.
     """
 
@@ -121,6 +122,7 @@ class TransformersBackend:
         batch_size: int = 8,
         device: str | None = None,
         dtype: str = "auto",
+        revision: str | None = None,
         show_progress: bool = True,
     ):
         import torch
@@ -130,8 +132,9 @@ class TransformersBackend:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(model, (str, os.PathLike)):
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(model))
-            model = AutoModelForCausalLM.from_pretrained(str(model), dtype=dtype).to(device)
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(model), revision=revision)
+            model = AutoModelForCausalLM.from_pretrained(str(model), dtype=dtype, revision=revision)
+            model = model.to(device)
         elif tokenizer is None:
             raise ValueError("a tokenizer is required when the model is given as an object")
         self.model, self.batch_size, self.show_progress = model, batch_size, show_progress
@@ -251,6 +254,8 @@ def make_backend(
     data_parallel_size: int = 1,
     max_model_len: int | None = None,
     gpu_memory_utilization: float = 0.9,
+    dtype: str | None = None,
+    revision: str | None = None,
     show_progress: bool = True,
 ) -> GenerationBackend:
     """Build the backend named ``backend`` (``auto``: vLLM if importable and CUDA present, else transformers)."""
@@ -267,11 +272,20 @@ def make_backend(
             seed=seed,
             max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization,
+            dtype=dtype or "auto",
+            revision=revision,
             show_progress=show_progress,
         )
     if tensor_parallel_size != 1 or data_parallel_size != 1:
         warnings.warn("tensor/data parallel sizes only apply to the vllm backend; ignored", stacklevel=2)
-    return TransformersBackend(model, tokenizer, batch_size=batch_size, show_progress=show_progress)
+    return TransformersBackend(
+        model,
+        tokenizer,
+        batch_size=batch_size,
+        dtype=dtype or "auto",
+        revision=revision,
+        show_progress=show_progress,
+    )
 
 
 def resolve_backend(backend: str | None) -> str:

@@ -6,6 +6,9 @@ Usage:
     python recipes/evaluate.py --config my_eval.yaml [--field value ...]
     python recipes/evaluate.py --merge results/r1/summary.json results/qwen_math/summary.json \
         results/no/summary.json --output results/table1.md
+
+``trl-drgrpo evaluate`` runs the same. ``summary.json`` records what ran: library versions, the model's revision,
+the benchmark data's fingerprints, the grader and its settings, and a standard error per benchmark.
 """
 
 from __future__ import annotations
@@ -18,11 +21,22 @@ from trl import TrlParser
 from .report import atomic_write_text
 from .run import EvaluationArguments, evaluate
 
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+USAGE = (
+    "trl-drgrpo evaluate --model ID_OR_FOLDER --output_dir DIR [--template qwen_math] [--benchmarks ...] [...]\n"
+    "       trl-drgrpo evaluate --config EVAL.yaml [--field value ...]\n"
+    "       trl-drgrpo evaluate --merge A/summary.json B/summary.json [--output table.md]"
+)
+
 
 def main(argv: list[str] | None = None) -> dict | str:
     """Parse arguments, then evaluate (returns the summary) or merge (returns the table)."""
-    parser = TrlParser((EvaluationArguments,))
+    parser = TrlParser((EvaluationArguments,), usage=USAGE, description=__doc__.split("\n\n")[0])
     (args,) = parser.parse_args_and_config(args=argv)
+    if args.template is False:  # YAML reads `template: no` as False
+        args.template = "no"
+    if args.dtype is not None and args.dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {args.dtype!r}; choose one of {', '.join(DTYPES)}")
     if args.merge:
         # the Table 1 layout lives in the analysis toolkit (`trl-drgrpo analyze templates`)
         from ..analysis.templates_table import merge_table
@@ -42,4 +56,6 @@ def main(argv: list[str] | None = None) -> dict | str:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from ..cli import run
+
+    sys.exit(run("evaluate", sys.argv[1:]))

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..templates import Template, get_template
 from .backends import GenerationBackend, _check_sampling, effective_stops, make_backend, resolve_backend
 from .benchmarks import load_benchmark, resolve_benchmarks
+from .provenance import add_provenance
 from .report import SAMPLES_FILE, append_jsonl, prepare_output_dir, write_results
 from .scoring import Problem, build_summary, generate_and_grade
 from .vllm_backend import VLLMBackend
@@ -22,7 +23,19 @@ logger = logging.getLogger(__name__)
 
 
 # Configuration fields that change the results: resuming with other values is refused.
-RESULT_KEYS = ("model", "template", "n", "temperature", "top_p", "max_tokens", "seed", "data", "stop")
+RESULT_KEYS = (
+    "model",
+    "template",
+    "n",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "data",
+    "stop",
+    "revision",
+    "dtype",
+)
 
 
 def _model_id(model: Any) -> str:
@@ -53,6 +66,9 @@ def evaluate(
     stop: Sequence[str] | None = None,
     model_name: str | None = None,
     max_model_len: int | None = None,
+    dtype: str | None = None,
+    revision: str | None = None,
+    gpu_memory_utilization: float = 0.9,
     show_progress: bool = True,
     on_chunk: Callable[[list[dict]], None] | None = None,
 ) -> dict:
@@ -79,6 +95,9 @@ def evaluate(
         stop: Extra stop strings on top of the template's (and ``<|im_end|>`` for chat templates).
         model_name: Name shown in the table (default: the model's folder name).
         max_model_len: vLLM context length.
+        dtype: Weights' dtype for loading by name (``bfloat16``, ``float16``, ``float32``; None: the checkpoint's).
+        revision: Hub revision (branch, tag or commit) of a model given by id.
+        gpu_memory_utilization: Share of each GPU's memory vLLM may use.
         show_progress: Show progress bars.
         on_chunk: Called with the records of each saved chunk.
     """
@@ -105,6 +124,8 @@ def evaluate(
         "batch_size": batch_size,
         "tensor_parallel_size": tensor_parallel_size,
         "data_parallel_size": data_parallel_size,
+        "revision": revision,
+        "dtype": dtype,
     }
     datasets_by_name = {name: load_benchmark(name, data) for name in names}
     records = prepare_output_dir(output_dir, config, RESULT_KEYS)
@@ -121,6 +142,9 @@ def evaluate(
             tensor_parallel_size=tensor_parallel_size,
             data_parallel_size=data_parallel_size,
             max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            dtype=dtype,
+            revision=revision,
             show_progress=show_progress,
         )
     chunk = chunk_size or (256 if isinstance(gen_backend, VLLMBackend) else 4 * batch_size)
@@ -158,8 +182,17 @@ def evaluate(
         if gen_backend is not backend and hasattr(gen_backend, "close"):
             gen_backend.close()
 
-    summary = build_summary(
-        (r for r in records if (r["benchmark"], r["index"]) in selected), names, n, config
+    kept = [r for r in records if (r["benchmark"], r["index"]) in selected]
+    summary = build_summary(kept, names, n, config)
+    add_provenance(
+        summary,
+        kept,
+        model=model,
+        revision=revision,
+        dtype=dtype,
+        datasets_by_name=datasets_by_name,
+        template=template,
+        limit=limit,
     )
     write_results(output_dir, summary)
     return summary
@@ -201,6 +234,16 @@ class EvaluationArguments:
         default=1, metadata={"help": "vLLM data-parallel engines (prompts sharded)."}
     )
     max_model_len: int | None = field(default=None, metadata={"help": "vLLM maximum context length."})
+    dtype: str | None = field(
+        default=None,
+        metadata={"help": "Weights' dtype: bfloat16, float16 or float32 (default: the checkpoint's own)."},
+    )
+    revision: str | None = field(
+        default=None, metadata={"help": "Hub revision (branch, tag or commit) of the model (default: main)."}
+    )
+    gpu_memory_utilization: float = field(
+        default=0.9, metadata={"help": "Share of each GPU's memory vLLM may use (vllm backend)."}
+    )
     chunk_size: int | None = field(
         default=None,
         metadata={"help": "Problems generated between two saves (default: 4 batches; 256 with vLLM)."},

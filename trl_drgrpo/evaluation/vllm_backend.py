@@ -30,6 +30,7 @@ class VLLMBackend:
         gpu_memory_utilization: float = 0.9,
         max_model_len: int | None = None,
         dtype: str = "auto",
+        revision: str | None = None,
         show_progress: bool = True,
     ):
         if llm is None and model is None:
@@ -44,6 +45,8 @@ class VLLMBackend:
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
             dtype=dtype,
+            revision=revision,
+            tokenizer_revision=revision,
             enable_prefix_caching=True,
         )
         self.llm = llm
@@ -97,7 +100,9 @@ class VLLMBackend:
         if self._hf_tokenizer is None:
             from transformers import AutoTokenizer
 
-            self._hf_tokenizer = AutoTokenizer.from_pretrained(self.engine_kwargs["model"])
+            self._hf_tokenizer = AutoTokenizer.from_pretrained(
+                self.engine_kwargs["model"], revision=self.engine_kwargs["revision"]
+            )
         return self._hf_tokenizer
 
     def close(self) -> None:
