@@ -1,4 +1,9 @@
-"""Grading generations and the per-benchmark metrics (avg@n accuracy, pass@k, lengths)."""
+"""Grading generations and the per-benchmark metrics (avg@n accuracy, pass@k, lengths).
+
+Responses are graded like training rewards: answers extracted in-process by the template's rules
+(``answer_format``), then graded by the named reward in its pool of killable processes (warm workers, a hard
+bound per item), shared by every evaluation of the process.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +35,40 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+_GRADERS: dict[tuple, Any] = {}
+
+
+def shared_grader(reward: str, template: str | Template, answer_format: str) -> Any:
+    """The process-wide pool-backed grader for (reward, template, answer_format), started on first use."""
+    from ..rewards import build_reward
+
+    template = get_template(template)
+    key = (reward, template.name, answer_format)
+    grader = _GRADERS.get(key)
+    if grader is None:
+        grader = _GRADERS[key] = build_reward(reward, template=template, answer_format=answer_format)
+    return grader
+
+
+def score_responses(texts: Sequence[str], golds: Sequence[Any], grader: Any) -> tuple[list, list[float]]:
+    """Extracted answers and scores of ``texts`` against ``golds``; each distinct (answer, gold) graded once."""
+    answers = grader.extract(texts)
+    index: dict[tuple, int] = {}
+    pairs: list[tuple[str, Any]] = []
+    slots: list[int | None] = []
+    for answer, gold in zip(answers, golds, strict=True):
+        if answer is None:
+            slots.append(None)
+            continue
+        key = (answer, repr(gold))
+        if key not in index:
+            index[key] = len(pairs)
+            pairs.append((answer, gold))
+        slots.append(index[key])
+    scores = grader.grade_pairs(pairs)
+    return answers, [0.0 if slot is None else float(scores[slot]) for slot in slots]
+
+
 def generate_and_grade(
     backend: GenerationBackend,
     template: str | Template,
@@ -41,19 +80,30 @@ def generate_and_grade(
     max_tokens: int = 3000,
     seed: int = 0,
     stop: Sequence[str] | None = None,
+    reward: str = "math",
+    answer_format: str = "paper",
+    grader: Any = None,
 ) -> list[dict]:
-    """Generate ``n`` responses per problem and grade them; return one record per sample."""
-    from ..rewards.grader import extract_answer, grade
+    """Generate ``n`` responses per problem and grade them; return one record per sample.
 
+    ``grader`` (a :class:`~trl_drgrpo.rewards.MathReward`) defaults to the shared pool-backed grader of
+    ``reward`` / ``answer_format``.
+    """
     template = get_template(template)
+    grader = grader or shared_grader(reward, template, answer_format)
     prompts = [template.format(p.problem) for p in problems]
     stops = effective_stops(template, stop)
     generations = backend.generate(prompts, n, temperature, top_p, max_tokens, stops, seed)
     if len(generations) != len(problems):
         raise RuntimeError(f"backend returned {len(generations)} results for {len(problems)} prompts")
+    texts = [gen.text for gens in generations for gen in gens]
+    golds = [problem.gold for problem, gens in zip(problems, generations, strict=True) for _ in gens]
+    answers, scores = score_responses(texts, golds, grader)
     records = []
+    flat = iter(zip(answers, scores, strict=True))
     for problem, prompt, gens in zip(problems, prompts, generations, strict=True):
         for k, gen in enumerate(gens):
+            answer, score = next(flat)
             records.append(
                 {
                     "benchmark": problem.benchmark,
@@ -65,8 +115,8 @@ def generate_and_grade(
                     "response": gen.text,
                     "response_tokens": int(gen.num_tokens),
                     "finished": bool(gen.finished),
-                    "extracted_answer": extract_answer(gen.text, template),
-                    "score": float(grade(gen.text, problem.gold, template)),
+                    "extracted_answer": answer,
+                    "score": score,
                 }
             )
     return records
@@ -114,6 +164,8 @@ def build_summary(records: Iterable[dict], benchmarks: Sequence[str], n: int, co
     return {
         "model": config.get("model_name") or config.get("model"),
         "template": config.get("template"),
+        "reward": config.get("reward", "math"),
+        "answer_format": config.get("answer_format", "paper"),
         "benchmarks": per_benchmark,
         "average": {"accuracy": sum(accuracies) / len(accuracies) if accuracies else None},
         "config": config,
