@@ -62,10 +62,8 @@ def test_callback_in_a_tiny_grpo_run(tmp_path, tiny_model_dir, eval_suite_path):
 
     history = trainer.state.log_history
     evals = [h for h in history if "eval/average/accuracy" in h]
-    assert [h["step"] for h in evals] == [
-        1,
-        2,
-    ]  # every step; not repeated at train end (step 2 was just done)
+    # before the first update, then every step; not repeated at train end (step 2 was just done)
+    assert [h["step"] for h in evals] == [0, 1, 2]
     for h in evals:
         for name in BENCHMARKS:
             assert 0.0 <= h[f"eval/{name}/accuracy"] <= 1.0
@@ -79,7 +77,7 @@ def test_callback_in_a_tiny_grpo_run(tmp_path, tiny_model_dir, eval_suite_path):
     assert all("completions/mean_length" in h for h in train_logs)
     assert model.training  # restored after each evaluation
 
-    for step in (1, 2):
+    for step in (0, 1, 2):
         out = tmp_path / "run" / "eval" / f"step_{step}"
         assert sorted(p.name for p in out.iterdir()) == [
             "config.json",
@@ -219,13 +217,26 @@ def test_vllm_colocate_path_syncs_weights_and_logs(tmp_path, eval_suite_path, fa
     params = vg.llm.params[0].kwargs
     assert params["temperature"] == 0.0 and params["max_tokens"] == 11 and params["n"] == 1
     assert params["include_stop_str_in_output"] is True
-    assert params["stop_token_ids"] == [2] and params["stop"] is None  # qwen_math ends its turn at <|im_end|>
+    # the paper's endings: no stop string, no extra stop token for qwen_math (the model's EOS or the budget)
+    assert params["stop_token_ids"] is None and params["stop"] is None
     assert len(vg.llm.prompts) == 12
     assert trainer.logged[0] == metrics
     assert metrics["eval/amc/mean_response_tokens"] == 3.0
     golds = [str(load_benchmark("amc", str(eval_suite_path))[i]["answer"]) for i in range(3)]
     assert metrics["eval/amc/accuracy"] == pytest.approx(sum(g in ("7", "7.0") for g in golds) / 3)
     assert (tmp_path / "eval" / "step_5" / "summary.json").exists()
+
+
+def test_vllm_colocate_path_with_chat_end_endings(tmp_path, eval_suite_path, fake_vllm):
+    trainer = FakeTrainer()
+    callback = EvaluationCallback(
+        "amc", limit=1, data=str(eval_suite_path), max_tokens=5, output_dir=tmp_path, endings="chat_end"
+    ).bind(trainer)
+    callback.evaluate_now(5)
+    params = trainer.vllm_generation.llm.params[0].kwargs
+    assert params["stop_token_ids"] == [2] and params["stop"] is None  # <|im_end|> ends the turn
+    config = json.loads((tmp_path / "eval" / "step_5" / "summary.json").read_text())["config"]
+    assert (config["endings"], config["stop"]) == ("chat_end", ["<|im_end|>"])
 
 
 def test_vllm_tensor_parallel_groups_share_prompts(tmp_path, eval_suite_path, fake_vllm, gather_by_hand):
@@ -350,8 +361,14 @@ def test_two_processes_shard_and_gather(tmp_path, tiny_model_dir, eval_suite_pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = [json.loads((out / f"history_{rank}.json").read_text()) for rank in range(2)]
     assert [r["world"] for r in runs] == [2, 2]
-    assert runs[0]["history"] == runs[1]["history"] and len(runs[0]["history"]) == 1
+    # before the first update and after step 1 (lr=0: the same policy, the same results)
+    history = runs[0]["history"]
+    assert runs[1]["history"] == history and [h["step"] for h in history] == [0, 1]
+    assert {k: v for k, v in history[0].items() if k != "step"} == {
+        k: v for k, v in history[1].items() if k != "step"
+    }
     samples = _lines(out / "eval" / "step_1" / "samples.jsonl")
+    assert samples == _lines(out / "eval" / "step_0" / "samples.jsonl")
     assert [(r["benchmark"], r["index"]) for r in samples] == [
         (b, i) for b in ("aime", "amc") for i in range(3)
     ]

@@ -165,7 +165,8 @@ def test_special_token_stops_end_generation_as_tokens(tiny_backend):
     tok = tiny_backend.tokenizer
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     assert ev.split_special_stops(tok, ("<|im_end|>", "</answer>")) == ([im_end], ["</answer>"])
-    assert ev.effective_stops(get_template("qwen_math")) == ("<|im_end|>",)
+    assert ev.effective_stops(get_template("qwen_math")) == ()  # the paper's endings
+    assert ev.effective_stops(get_template("qwen_math"), endings="chat_end") == ("<|im_end|>",)
     assert ev.effective_stops(get_template("r1"), ["x"]) == ("</answer>", "x")
     assert ev.effective_stops(get_template("no")) == ()
     ids = tok("12 + 3", add_special_tokens=False)["input_ids"]
@@ -408,7 +409,7 @@ def test_template_stop_strings_reach_the_backend(tmp_path, eval_suite_path):
     )
     assert backend.stops == [("</answer>", "\n\nUser:")]
     evaluate("m", "qwen_math", "amc", backend, tmp_path / "q", data=str(eval_suite_path), limit=1)
-    assert backend.stops[-1] == ("<|im_end|>",)
+    assert backend.stops[-1] == ()  # the paper's endings: the model's own EOS or the budget
 
 
 def test_killed_run_resumes_without_duplicates(tmp_path, tiny_backend, eval_suite_path):

@@ -152,7 +152,7 @@ def test_in_training_evaluation_from_the_recipe(tiny_model_dir, tmp_path, eval_s
 
 @pytest.mark.parametrize(
     ("template", "stop_strings", "extra_eos"),
-    [("r1", ["</answer>"], None), ("qwen_math", None, ["<|im_end|>"]), ("no", None, None)],
+    [("r1", ["</answer>"], None), ("qwen_math", None, None), ("no", None, None)],  # the paper's endings
 )
 def test_template_sets_where_responses_end(tmp_path, template, stop_strings, extra_eos):
     from trl_drgrpo import DrGRPOConfig, get_template

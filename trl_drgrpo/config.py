@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig, ScriptArguments
 
 from .objective import STD_EPS
+from .templates import check_endings
 
 # TRL names for the same switches: loss_type <-> length normalization, scale_rewards <-> std normalization.
 _LOSS_TYPE = {True: "grpo", False: "dr_grpo"}
@@ -133,6 +134,14 @@ class DrGRPOConfig(GRPOConfig):
             "Qwen-Math chat template on a base model whose end of sequence is <|endoftext|>."
         },
     )
+    endings: str = field(
+        default="paper",
+        metadata={
+            "help": "Where responses end, from the template, when stop_strings/extra_eos_tokens are unset (training "
+            "script): 'paper' (r1 stops after </answer>; qwen_math and no: only the model's own EOS or the budget) "
+            "or 'chat_end' (also <|im_end|> for qwen_math). See trl_drgrpo.templates."
+        },
+    )
     std_eps: float = field(
         default=STD_EPS,
         metadata={
@@ -215,6 +224,7 @@ class DrGRPOConfig(GRPOConfig):
             raise ValueError(f"std_eps must be >= 0, got {self.std_eps}")
         if self.no_signal_patience < 0:
             raise ValueError(f"no_signal_patience must be >= 0 (0 = off), got {self.no_signal_patience}")
+        check_endings(self.endings)
 
     def _derive_batch_shape(self) -> None:
         """Per-process sizes from the global batch shape, for the number of processes launched (WORLD_SIZE)."""
@@ -292,7 +302,19 @@ class DrGRPOScriptArguments(ScriptArguments):
             "help": "Comma-separated benchmarks for in-training eval (aime,amc,math,minerva,olympiad_bench)."
         },
     )
-    eval_every_steps: int = field(default=16, metadata={"help": "In-training eval every N optimizer steps."})
+    eval_every_rollouts: int = field(
+        default=16,
+        metadata={
+            "help": "In-training eval every N rollouts (the paper: 16 = 128 optimizer steps with its batch shape); "
+            "the step interval is derived from the batch shape."
+        },
+    )
+    eval_every_steps: int | None = field(
+        default=None, metadata={"help": "In-training eval every N optimizer steps; overrides eval_every_rollouts."}
+    )
+    eval_at_start: bool = field(
+        default=True, metadata={"help": "Evaluate before the first update (step 0), as the paper."}
+    )
     eval_limit: int | None = field(
         default=None, metadata={"help": "Evaluate only the first N problems per benchmark."}
     )

@@ -1,16 +1,28 @@
 """Prompt templates of the paper (Section 3.1), by name.
 
-A template turns a problem into the prompt string and knows how its answer is written
-(``answer_format``) and where generation stops (``stop``). ``r1`` stops at ``</answer>``,
-which is kept in the output; ``qwen_math`` and ``no`` rely on the model's end of sequence.
+A template turns a problem into the prompt string, knows how its answer is written
+(``answer_format``) and owns where a response ends (:meth:`Template.endings`), for training,
+evaluation, the in-training callback and the demo alike.
+
+Endings policies (``ENDINGS``):
+
+* ``"paper"`` (default), as the paper's code (train_zero_math.py ``ZeroMathActor.init`` and
+  evaluate_model.py): ``r1`` stops after ``</answer>`` (kept in the response); ``qwen_math`` and ``no``
+  set no stop string and no extra stop token, so a base model runs to its own end-of-sequence token or
+  the budget. A Qwen-Math response that runs on past ``<|im_end|>`` is graded on its whole text.
+* ``"chat_end"``: additionally, the chat template's end-of-turn marker (``<|im_end|>`` for
+  ``qwen_math``) ends the response like an end-of-sequence token.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 AnswerFormat = Literal["boxed", "r1"]
+
+ENDINGS = ("paper", "chat_end")
+DEFAULT_ENDINGS = "paper"
 
 R1 = (
     "A conversation between User and Assistant. The User asks a question, and the Assistant solves it. "
@@ -34,9 +46,9 @@ class Template:
         prompt: Format string with one ``{question}`` field (literal braces doubled).
         answer_format: ``"boxed"`` (last ``\\boxed{}`` of the response) or ``"r1"``
             (``</think> <answer> ... </answer>``).
-        stop: Strings that end generation; they are kept in the response.
-        end_tokens: Special tokens that end the assistant's turn (chat markers), used as extra
-            end-of-sequence tokens when the tokenizer has them.
+        stop: Strings that end a response under every policy; they are kept in the response.
+        end_tokens: Special tokens that end the assistant's turn (chat markers); they end a response
+            only under the ``"chat_end"`` policy.
     """
 
     name: str
@@ -48,6 +60,39 @@ class Template:
     def format(self, question: str) -> str:
         """Return the prompt for ``question``."""
         return self.prompt.format(question=question)
+
+    def endings(self, policy: str = DEFAULT_ENDINGS) -> Endings:
+        """Where a response to this template ends under ``policy`` (see ``ENDINGS``)."""
+        policy = check_endings(policy)
+        tokens = self.end_tokens if policy == "chat_end" else ()
+        return Endings(policy, tuple(self.stop), tuple(tokens))
+
+
+@dataclass(frozen=True)
+class Endings:
+    """Where a response ends: after a stop string (kept in the text), or at a stop token (a special token,
+    like end-of-sequence, that can only end generation as a token id). The model's own end-of-sequence
+    token always ends a response too."""
+
+    policy: str
+    stop_strings: tuple[str, ...] = ()
+    stop_tokens: tuple[str, ...] = ()
+
+    @property
+    def stops(self) -> tuple[str, ...]:
+        """Stop strings then stop tokens, as one list for backends that tell them apart themselves."""
+        return self.stop_strings + self.stop_tokens
+
+    def eos_tokens(self, vocab: dict[str, int] | Any) -> list[str]:
+        """The stop tokens that are single tokens of ``vocab`` (a tokenizer's ``get_vocab()``)."""
+        return [t for t in self.stop_tokens if t in vocab]
+
+
+def check_endings(policy: str) -> str:
+    """``policy`` if it names an endings policy, else one clear error."""
+    if policy not in ENDINGS:
+        raise ValueError(f"unknown endings policy {policy!r}; choose one of {', '.join(ENDINGS)}")
+    return policy
 
 
 _REGISTRY: dict[str, Template] = {}

@@ -35,12 +35,16 @@ def build_callbacks(script_args: DrGRPOScriptArguments, training_args: DrGRPOCon
     """The in-training evaluation callback, when `eval_benchmarks` is set."""
     if not script_args.eval_benchmarks:
         return []
-    from .evaluation.callback import EvaluationCallback
+    from .evaluation.callback import EvaluationCallback, interval_from_args
 
     return [
         EvaluationCallback(
             benchmarks=script_args.eval_benchmarks,
-            every_n_steps=script_args.eval_every_steps,
+            every_n_steps=interval_from_args(
+                training_args, script_args.eval_every_rollouts, script_args.eval_every_steps
+            ),
+            eval_at_start=script_args.eval_at_start,
+            endings=training_args.endings,
             template=script_args.eval_template or script_args.template,
             limit=script_args.eval_limit,
             data=script_args.eval_data,
@@ -60,15 +64,13 @@ def import_object(path: str):
 
 
 def apply_template_endings(training_args: DrGRPOConfig, template: Template, vocab: dict[str, int]) -> None:
-    """Where a response ends, from the template, unless the config says otherwise.
-
-    r1 stops after </answer> (kept for the grader); a chat template's end-of-turn marker (<|im_end|>) ends
-    the response even where the base model's own end of sequence is another token.
-    """
+    """Where a response ends: the template's endings under `training_args.endings`, unless the config sets
+    stop_strings / extra_eos_tokens itself (see trl_drgrpo.templates)."""
+    endings = template.endings(training_args.endings)
     if training_args.stop_strings is None:
-        training_args.stop_strings = list(template.stop) or None
+        training_args.stop_strings = list(endings.stop_strings) or None
     if training_args.extra_eos_tokens is None:
-        training_args.extra_eos_tokens = [t for t in template.end_tokens if t in vocab] or None
+        training_args.extra_eos_tokens = endings.eos_tokens(vocab) or None
 
 
 def last_checkpoint(output_dir: str) -> str | None:

@@ -94,10 +94,14 @@ def evaluate_synthetic(
     max_new_tokens: int = 64,
     temperature: float = 0.0,
     seed: int = 0,
+    endings: str = "paper",
 ) -> dict:
-    """Accuracy (and boxed rate, mean length) of ``model_dir`` on ``problems`` with the math grader."""
+    """Accuracy (and boxed rate, mean length) of ``model_dir`` on ``problems`` with the math grader.
+
+    Responses end where the template says (``Template.endings``), as in training and evaluation."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ..evaluation.backends import truncate_at_stop
     from ..rewards.grader import grade
     from ..templates import get_template
 
@@ -112,11 +116,19 @@ def evaluate_synthetic(
         if temperature > 0
         else {"do_sample": False}
     )
+    ends = get_template(template).endings(endings)
+    extra_eos = tokenizer.convert_tokens_to_ids(ends.eos_tokens(tokenizer.get_vocab()))
+    eos = [tokenizer.eos_token_id, *extra_eos] if extra_eos else None  # None: the model's own
     out = model.generate(
-        **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos,
+        **sampling,
     )
     completion_ids = out[:, inputs["input_ids"].shape[1] :]
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    texts = [truncate_at_stop(text, ends.stop_strings)[0] for text in texts]
     lengths = [int((ids != tokenizer.pad_token_id).sum()) + 1 for ids in completion_ids]
     scores = [grade(text, gold, template) for text, gold in zip(texts, list(problems["answer"]), strict=True)]
     return {

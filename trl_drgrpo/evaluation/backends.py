@@ -10,13 +10,13 @@ from typing import Any, NamedTuple, Protocol
 
 from tqdm.auto import tqdm
 
-from ..templates import Template
+from ..templates import DEFAULT_ENDINGS, Template
 
 logger = logging.getLogger(__name__)
 
 
 BACKENDS = ("auto", "vllm", "transformers")
-CHAT_END = "<|im_end|>"
+CHAT_END = "<|im_end|>"  # the Qwen-Math chat end-of-turn marker (a stop token only under endings="chat_end")
 
 
 class Generation(NamedTuple):
@@ -67,15 +67,16 @@ def split_special_stops(tokenizer: Any, stop: Sequence[str]) -> tuple[list[int],
     return ids, [s for s in stop if s and s not in added]
 
 
-def effective_stops(template: Template, extra: Sequence[str] | None = None) -> tuple[str, ...]:
-    """The template's stop strings, the chat end marker when the prompt uses one, then ``extra``.
+def effective_stops(
+    template: Template, extra: Sequence[str] | None = None, endings: str = DEFAULT_ENDINGS
+) -> tuple[str, ...]:
+    """Where responses end in evaluation: the template's endings under ``endings`` (its stop strings, then
+    its stop tokens, which the backends turn into token ids), then ``extra``.
 
-    With the chat-style ``qwen_math`` template a base model closes its turn with ``<|im_end|>``;
-    without stopping there it would start a new turn and ramble to the token budget.
+    Under the paper's policy (the default) ``qwen_math`` has none: the model runs to its own end of
+    sequence or the budget. ``"chat_end"`` adds ``<|im_end|>``.
     """
-    stops = list(template.stop)
-    if CHAT_END in template.prompt:
-        stops.append(CHAT_END)
+    stops = list(template.endings(endings).stops)
     for s in extra or ():
         if s and s not in stops:
             stops.append(s)

@@ -1,13 +1,17 @@
 """Benchmark accuracy during RL training (the paper's learning curves).
 
-``EvaluationCallback`` evaluates the current policy greedily every ``every_n_steps`` optimizer
-steps (and at the end of training) with the trainer's own generation path: the colocated vLLM
+``EvaluationCallback`` evaluates the current policy greedily before the first update (step 0), every
+``every_n_steps`` optimizer steps and at the end of training, with the trainer's own generation path: the colocated vLLM
 engine of a GRPO trainer (``use_vllm=True, vllm_mode="colocate"``, weights synced first), otherwise
 the unwrapped model with transformers ``generate``. Problems are sharded over the processes and
 gathered, so every rank takes part (DeepSpeed ZeRO-3 included). Metrics go through
 ``trainer.log`` (``eval/<benchmark>/accuracy``, ``eval/<benchmark>/mean_response_tokens``,
 ``eval/average/accuracy``) and results are written to ``<output_dir>/eval/step_<N>/`` in the
 format of ``trl_drgrpo.evaluation.evaluate``.
+
+The paper evaluates every 16 *rollouts* (oat's ``--eval_steps 16`` counts rollouts: 16 x 8 = 128 optimizer
+steps with its batch shape) and once before training. :func:`eval_interval_steps` turns a cadence in rollouts
+into optimizer steps for any batch shape; where responses end is the template's (``endings``), as in training.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from ..templates import Template, get_template
+from ..templates import DEFAULT_ENDINGS, Template, get_template
 from .backends import TransformersBackend, effective_stops
 from .benchmarks import load_benchmark, resolve_benchmarks
 from .report import CONFIG_FILE, SAMPLES_FILE, atomic_write_text, write_results
@@ -32,12 +36,58 @@ from .vllm_backend import VLLMBackend
 logger = logging.getLogger(__name__)
 
 
+def eval_interval_steps(
+    every_rollouts: int, gradient_accumulation_steps: int, steps_per_generation: int, num_iterations: int = 1
+) -> int:
+    """Optimizer steps between two evaluations that are ``every_rollouts`` rollouts apart.
+
+    TRL generates one rollout every ``steps_per_generation * num_iterations`` micro-steps (per-device batches)
+    and steps the optimizer every ``gradient_accumulation_steps`` of them.
+    """
+    for name, value in (
+        ("every_rollouts", every_rollouts),
+        ("gradient_accumulation_steps", gradient_accumulation_steps),
+        ("steps_per_generation", steps_per_generation),
+        ("num_iterations", num_iterations),
+    ):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    micro_steps = every_rollouts * steps_per_generation * num_iterations
+    if micro_steps % gradient_accumulation_steps:
+        raise ValueError(
+            f"{every_rollouts} rollouts ({micro_steps} micro-steps) are not a whole number of optimizer steps of "
+            f"{gradient_accumulation_steps} micro-steps; choose eval_every_rollouts accordingly or set eval_every_steps"
+        )
+    return micro_steps // gradient_accumulation_steps
+
+
+def interval_from_args(training_args: Any, every_rollouts: int, every_steps: int | None = None) -> int:
+    """``every_steps`` if given, else ``every_rollouts`` rollouts in optimizer steps of ``training_args``' batch shape."""
+    if every_steps is not None:
+        return every_steps
+    return eval_interval_steps(
+        every_rollouts,
+        training_args.gradient_accumulation_steps,
+        training_args.steps_per_generation,
+        getattr(training_args, "num_iterations", 1),
+    )
+
+
+def evaluation_steps(every_n_steps: int, max_steps: int, eval_at_start: bool = True) -> list[int]:
+    """The global steps at which :class:`EvaluationCallback` evaluates a run of ``max_steps`` steps."""
+    steps = [0] if eval_at_start else []
+    steps += list(range(every_n_steps, max_steps + 1, every_n_steps))
+    if not steps or steps[-1] != max_steps:
+        steps.append(max_steps)  # the end of training
+    return steps
+
+
 class EvaluationCallback(TrainerCallback):
     """Greedy benchmark evaluation of the policy during training.
 
     Args:
         benchmarks: Comma list or sequence of benchmark names (see ``trl_drgrpo.evaluation.BENCHMARKS``).
-        every_n_steps: Evaluate when ``global_step`` is a multiple of this.
+        every_n_steps: Evaluate when ``global_step`` is a multiple of this (see :func:`eval_interval_steps`).
         template: Prompt template used for evaluation.
         limit: Only the first ``limit`` problems of each benchmark.
         data: ``None`` (Hub) or a folder / ``DatasetDict`` with one split per benchmark.
@@ -45,6 +95,8 @@ class EvaluationCallback(TrainerCallback):
         output_dir: Root of the ``eval/step_<N>`` folders (default: the trainer's ``output_dir``).
         batch_size: Prompts per ``generate`` call on the transformers path.
         eval_at_end: Also evaluate at the end of training (unless the last step was just evaluated).
+        eval_at_start: Also evaluate before the first update (step 0; not when resuming), as the paper.
+        endings: Where responses end (``trl_drgrpo.templates.ENDINGS``; default: the paper's).
         trainer: The trainer; alternatively call ``bind(trainer)``.
     """
 
@@ -60,7 +112,11 @@ class EvaluationCallback(TrainerCallback):
         *,
         batch_size: int = 8,
         eval_at_end: bool = True,
+        eval_at_start: bool = True,
+        endings: str = DEFAULT_ENDINGS,
         trainer: Any = None,
+        reward: str = "math",
+        answer_format: str = "paper",
     ):
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
@@ -70,6 +126,7 @@ class EvaluationCallback(TrainerCallback):
             raise ValueError(f"limit must be >= 1 or None, got {limit}")
         self.benchmarks = resolve_benchmarks(benchmarks)
         self.template = get_template(template)
+        self.endings = self.template.endings(endings).policy  # checks the policy name
         self.every_n_steps = every_n_steps
         self.limit = limit
         self.data = data
@@ -77,7 +134,9 @@ class EvaluationCallback(TrainerCallback):
         self.output_dir = output_dir
         self.batch_size = batch_size
         self.eval_at_end = eval_at_end
+        self.eval_at_start = eval_at_start
         self.trainer = trainer
+        self.grading = {"reward": reward, "answer_format": answer_format}
         self.history: list[dict] = []  # metrics of each evaluation, in order
         self._problems: list[Problem] | None = None
         self._last_evaluated_step: int | None = None
@@ -88,6 +147,10 @@ class EvaluationCallback(TrainerCallback):
         return self
 
     # ---- TrainerCallback hooks -------------------------------------------------------------
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if self.eval_at_start and state.global_step == 0:
+            self.evaluate_now(0, args, **kwargs)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if state.global_step > 0 and state.global_step % self.every_n_steps == 0:
@@ -151,7 +214,12 @@ class EvaluationCallback(TrainerCallback):
         return _dedupe(gathered, self.benchmarks)
 
     def _grade_kwargs(self) -> dict:
-        return dict(n=1, temperature=0.0, top_p=1.0, max_tokens=self.max_tokens, seed=0)
+        return dict(
+            n=1, temperature=0.0, top_p=1.0, max_tokens=self.max_tokens, seed=0, stop=self._stops(), **self.grading
+        )
+
+    def _stops(self) -> tuple[str, ...]:
+        return effective_stops(self.template, endings=self.endings)
 
     def _generate_vllm(self, trainer: Any, problems: list[Problem]) -> list[dict]:
         vg = trainer.vllm_generation
@@ -248,7 +316,8 @@ class EvaluationCallback(TrainerCallback):
             "max_tokens": self.max_tokens,
             "limit": self.limit,
             "seed": None,
-            "stop": list(effective_stops(self.template)),
+            "endings": self.endings,
+            "stop": list(self._stops()),
         }
 
     def _summarize(self, records: list[dict]) -> dict:

@@ -11,7 +11,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..templates import Template, get_template
+from ..templates import DEFAULT_ENDINGS, Template, get_template
 from .backends import GenerationBackend, _check_sampling, effective_stops, make_backend, resolve_backend
 from .benchmarks import load_benchmark, resolve_benchmarks
 from .provenance import add_provenance
@@ -64,6 +64,7 @@ def evaluate(
     data_parallel_size: int = 1,
     chunk_size: int | None = None,
     stop: Sequence[str] | None = None,
+    endings: str = DEFAULT_ENDINGS,
     model_name: str | None = None,
     max_model_len: int | None = None,
     dtype: str | None = None,
@@ -92,7 +93,8 @@ def evaluate(
         tensor_parallel_size: vLLM tensor parallel size (GPUs per engine).
         data_parallel_size: vLLM engines, each on its own GPUs, sharing the prompts.
         chunk_size: Problems generated between two saves (default: 4 batches, or 256 with vLLM).
-        stop: Extra stop strings on top of the template's (and ``<|im_end|>`` for chat templates).
+        stop: Extra stop strings on top of the template's endings.
+        endings: Where responses end (``trl_drgrpo.templates.ENDINGS``; default: the paper's, no ``<|im_end|>``).
         model_name: Name shown in the table (default: the model's folder name).
         max_model_len: vLLM context length.
         dtype: Weights' dtype for loading by name (``bfloat16``, ``float16``, ``float32``; None: the checkpoint's).
@@ -120,7 +122,8 @@ def evaluate(
         "max_tokens": max_tokens,
         "limit": limit,
         "seed": seed if temperature > 0 else None,  # greedy results do not depend on the seed
-        "stop": list(effective_stops(template, stop)),
+        "endings": template.endings(endings).policy,
+        "stop": list(effective_stops(template, stop, endings)),
         "batch_size": batch_size,
         "tensor_parallel_size": tensor_parallel_size,
         "data_parallel_size": data_parallel_size,
@@ -170,7 +173,7 @@ def evaluate(
                     top_p=top_p,
                     max_tokens=max_tokens,
                     seed=seed + start,
-                    stop=stop,
+                    stop=config["stop"],
                 )
                 append_jsonl(samples_path, new)
                 records.extend(new)
@@ -253,6 +256,13 @@ class EvaluationArguments:
     )
     stop: list[str] | None = field(
         default=None, metadata={"help": "Extra stop strings besides the template's."}
+    )
+    endings: str = field(
+        default=DEFAULT_ENDINGS,
+        metadata={
+            "help": "Where responses end: 'paper' (r1 stops after </answer>; qwen_math and no: only the model's "
+            "EOS or the budget) or 'chat_end' (also <|im_end|> for qwen_math)."
+        },
     )
     merge: list[str] | None = field(
         default=None,
