@@ -1,0 +1,195 @@
+"""No silent no-op: truncation at the budget edge, and loud warnings when rollouts carry no learning signal."""
+
+from __future__ import annotations
+
+import random
+import warnings
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoTokenizer
+
+from trl_drgrpo import DrGRPOConfig, DrGRPOTrainer
+from trl_drgrpo.trainer import NoLearningSignalWarning
+
+BUDGET = 12
+GROUP = 4
+QUESTIONS = ["1+1=", "2+3="]
+
+
+def _filler(rng: random.Random, n: int) -> list[int]:
+    return [rng.randrange(3, 200) for _ in range(n)]  # byte tokens: never EOS (0), never "</answer>"
+
+
+def _rollout_of(make_completion):
+    """A rollout_func whose i-th completion is `make_completion(i, tokenizer, rng)`."""
+
+    def rollout(prompts: list[str], trainer) -> dict:
+        tok, rng = trainer.processing_class, random.Random(0)
+        return {
+            "prompt_ids": [tok(p)["input_ids"] for p in prompts],
+            "completion_ids": [make_completion(i, tok, rng) for i in range(len(prompts))],
+            "logprobs": None,
+        }
+
+    return rollout
+
+
+def always_one(completions, **kwargs) -> list[float]:
+    return [1.0] * len(completions)
+
+
+def text_length(completions, **kwargs) -> list[float]:
+    return [float(len(c)) for c in completions]
+
+
+def _trainer(
+    tiny_model_dir, tmp_path, rollout, reward=always_one, questions=QUESTIONS, **overrides
+) -> DrGRPOTrainer:
+    values = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=GROUP * len(questions),
+        num_generations=GROUP,
+        max_completion_length=BUDGET,
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        seed=0,
+    )
+    values.update(overrides)
+    trainer = DrGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=reward,
+        args=DrGRPOConfig(**values),
+        train_dataset=Dataset.from_dict({"prompt": questions}),
+        rollout_func=rollout,
+    )
+    trainer.model.train()
+    return trainer
+
+
+def _rollout_once(trainer, questions=QUESTIONS) -> tuple[dict, list[warnings.WarningMessage]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batch = trainer._generate_and_score_completions(
+            [{"prompt": q} for q in questions for _ in range(GROUP)]
+        )
+    return batch, [w for w in caught if issubclass(w.category, NoLearningSignalWarning)]
+
+
+# ---------------------------------------------------------------------------- the budget edge
+def _edge_completion(i: int, tok, rng: random.Random) -> list[int]:
+    """0: EOS on the budget's last token; 1: "</answer>" ends on it; 2: cut by the budget; 3: ends early."""
+    stop = tok(" </answer>", add_special_tokens=False)["input_ids"]
+    kind = i % 4
+    if kind == 0:
+        return _filler(rng, BUDGET - 1) + [tok.eos_token_id]
+    if kind == 1:
+        return _filler(rng, BUDGET - len(stop)) + stop
+    if kind == 2:
+        return _filler(rng, BUDGET)
+    return _filler(rng, 3) + [tok.eos_token_id]
+
+
+@pytest.mark.parametrize("stop_strings", [["</answer>"], None])
+def test_an_end_on_the_budgets_last_token_is_finished_not_truncated(tiny_model_dir, tmp_path, stop_strings):
+    trainer = _trainer(tiny_model_dir, tmp_path, _rollout_of(_edge_completion), stop_strings=stop_strings)
+    batch, _ = _rollout_once(trainer)
+    rewards_per_func, truncated, lengths = trainer._rollout
+    kinds = torch.arange(len(truncated)) % 4
+    assert torch.equal(lengths[kinds < 3], torch.full_like(lengths[kinds < 3], BUDGET))
+    # EOS or the stop string exactly at the budget: finished (the paper: vLLM's finish_reason "stop")
+    expected = (kinds == 2) | ((kinds == 1) & (stop_strings is None))
+    assert torch.equal(truncated, expected)
+    assert torch.equal(rewards_per_func[:, 0], (~expected).float())
+
+
+# ---------------------------------------------------------------------------- loud warnings
+def test_truncation_reward_that_wipes_out_the_signal_warns_once(tiny_model_dir, tmp_path):
+    """Every response cut at a short budget, reward 0 for all: a warning that names the cause and the fix."""
+    trainer = _trainer(
+        tiny_model_dir, tmp_path, _rollout_of(lambda i, tok, rng: _filler(rng, BUDGET)), text_length
+    )
+    batch, caught = _rollout_once(trainer)
+    assert torch.all(batch["advantages"] == 0)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "100% of this rollout's completions hit max_completion_length=12" in message
+    assert "truncated_completion_reward=0.0" in message and "every advantage is 0" in message
+    assert "Raise max_completion_length" in message and "truncated_completion_reward=None" in message
+    assert _rollout_once(trainer)[1] == []  # once
+
+
+def test_nearly_all_truncated_warns_and_a_mostly_finished_rollout_does_not(tiny_model_dir, tmp_path):
+    def nearly_all(i, tok, rng):  # 1 of 16 finishes
+        return _filler(rng, 2) + [tok.eos_token_id] if i == 0 else _filler(rng, BUDGET)
+
+    questions = QUESTIONS * 2
+    trainer = _trainer(tiny_model_dir, tmp_path / "a", _rollout_of(nearly_all), questions=questions)
+    assert len(_rollout_once(trainer, questions)[1]) == 1
+
+    def half(i, tok, rng):
+        return _filler(rng, 2) + [tok.eos_token_id] if i % 2 else _filler(rng, BUDGET)
+
+    trainer = _trainer(tiny_model_dir, tmp_path / "b", _rollout_of(half), text_length)
+    assert _rollout_once(trainer)[1] == []
+
+
+def test_no_warning_when_truncated_responses_keep_their_scores(tiny_model_dir, tmp_path):
+    rollout = _rollout_of(lambda i, tok, rng: _filler(rng, BUDGET))
+    trainer = _trainer(tiny_model_dir, tmp_path, rollout, text_length, truncated_completion_reward=None)
+    batch, caught = _rollout_once(trainer)
+    assert caught == [] and batch["advantages"].abs().sum() > 0
+
+
+def test_consecutive_rollouts_without_spread_warn_once(tiny_model_dir, tmp_path):
+    """Every response finished but all rewards equal: after `no_signal_patience` rollouts, one warning."""
+    finished = _rollout_of(lambda i, tok, rng: _filler(rng, 3) + [tok.eos_token_id])
+    trainer = _trainer(tiny_model_dir, tmp_path, finished, no_signal_patience=2)
+    assert _rollout_once(trainer)[1] == []
+    caught = _rollout_once(trainer)[1]
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "2 consecutive rollouts without any group whose rewards differ" in message
+    assert "the loss is 0 and no parameter moves" in message and "num_generations=4" in message
+    assert _rollout_once(trainer)[1] == []  # once
+
+
+def test_a_rollout_with_spread_resets_the_count(tiny_model_dir, tmp_path):
+    calls = []
+
+    def sometimes_flat(completions, **kwargs):
+        calls.append(1)
+        flat = len(calls) != 2  # rollouts 1 and 3 flat, rollout 2 has spread
+        return [1.0] * len(completions) if flat else [float(i % 2) for i in range(len(completions))]
+
+    finished = _rollout_of(lambda i, tok, rng: _filler(rng, 3) + [tok.eos_token_id])
+    trainer = _trainer(tiny_model_dir, tmp_path, finished, sometimes_flat, no_signal_patience=2)
+    assert [len(_rollout_once(trainer)[1]) for _ in range(3)] == [0, 0, 0]
+
+
+@pytest.mark.slow
+def test_training_with_a_short_budget_warns(tiny_model_dir, tmp_path):
+    """The drop-in trap: TRL's usual short max_completion_length with the paper's truncation reward."""
+    token_id = AutoTokenizer.from_pretrained(tiny_model_dir).convert_tokens_to_ids("!")
+    args = DrGRPOConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=4,
+        max_steps=1,
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        seed=0,
+        generation_kwargs={"sequence_bias": {(token_id,): 100.0}},  # never EOS
+    )
+    trainer = DrGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=text_length,
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": QUESTIONS * 2}),
+    )
+    with pytest.warns(NoLearningSignalWarning, match="max_completion_length=4"):
+        trainer.train()
