@@ -11,6 +11,27 @@ from .templates import Template, get_template
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
+def check_model_source(name: str) -> None:
+    """Fail with one line when ``name`` is neither an existing model folder nor shaped like a Hub model id.
+
+    (Left to transformers, a missing folder is reported as an invalid Hub repo id across many lines.)
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return
+    if path.exists():
+        raise ValueError(f"model {name!r} is a file; give the folder that holds config.json and the weights")
+    looks_local = name.startswith((".", "/", "~"))
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        looks_local = True
+    if looks_local:
+        raise FileNotFoundError(f"model folder {name!r} does not exist (and it is not a Hub model id)")
+
+
 def load_problems(name: str, config: str | None = None, split: str = "train") -> Dataset:
     """Load one split from a Hub dataset id, a ``save_to_disk`` folder or a .json/.jsonl/.parquet/.csv file."""
     path = Path(name).expanduser()
@@ -50,7 +71,13 @@ def to_prompt_dataset(
             f"dataset has no column(s) {missing}; its columns are {dataset.column_names}. "
             "Set problem_column / answer_column to the right names."
         )
+    if len(dataset) == 0:
+        raise ValueError("the dataset has no rows; check dataset_name, dataset_config and the split")
     if max_samples is not None:
+        if max_samples < 1:
+            raise ValueError(
+                f"max_train_samples must be >= 1 (or unset to use every question), got {max_samples}"
+            )
         dataset = dataset.select(range(min(max_samples, len(dataset))))
     prompts = [template.format(str(q)) for q in dataset[problem_column]]
     keep = dataset.select_columns([answer_column])

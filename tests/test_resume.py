@@ -1,0 +1,170 @@
+"""Checkpoint choice, checkpoint checks, the epoch-seeded data order and the save schedule (fast, no training)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from trl.trainer.utils import RepeatSampler
+
+from trl_drgrpo.checkpointing import (
+    CheckpointError,
+    EpochRepeatSampler,
+    _publish,
+    _saves_between,
+    _unreadable,
+    check_checkpoint,
+    choose_checkpoint,
+    fault_point,
+)
+
+
+def _checkpoint(root: Path, step: int) -> Path:
+    folder = root / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    save_file({"w": torch.arange(6.0).reshape(2, 3)}, str(folder / "model.safetensors"))
+    torch.save({"state": {0: {"exp_avg": torch.ones(4)}}}, folder / "optimizer.pt")
+    torch.save({"cpu": torch.random.get_rng_state()}, folder / "rng_state.pth")
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    return folder
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_a_complete_checkpoint_passes(tmp_path):
+    check_checkpoint(_checkpoint(tmp_path, 4))
+
+
+def test_newest_complete_checkpoint_is_chosen_and_skipped_ones_are_named(tmp_path, caplog):
+    _checkpoint(tmp_path, 2)
+    _checkpoint(tmp_path, 4)
+    half_saved = tmp_path / "checkpoint-6"  # what a kill during a save left before: only config.json
+    half_saved.mkdir()
+    (half_saved / "config.json").write_text("{}")
+    with caplog.at_level(logging.WARNING, logger="trl_drgrpo.checkpointing"):
+        assert choose_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert "Skipping checkpoint-6" in caplog.text and "no trainer_state.json" in caplog.text
+    assert "Resuming from checkpoint-4; skipped ['checkpoint-6']" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "message"),
+    [
+        ("optimizer.pt", _truncate, "optimizer.pt is truncated or corrupted"),
+        ("model.safetensors", _truncate, "model.safetensors is truncated"),
+        (
+            "rng_state.pth",
+            lambda p: p.write_bytes(b"garbage" * 10),
+            "rng_state.pth is truncated or corrupted",
+        ),
+        ("trainer_state.json", lambda p: _truncate(p, 0.7), "trainer_state.json is truncated or corrupted"),
+        ("model.safetensors", lambda p: p.unlink(), "no model weights"),
+    ],
+)
+def test_a_corrupted_last_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog, name, damage, message):
+    _checkpoint(tmp_path, 2)
+    damage(_checkpoint(tmp_path, 4) / name)
+    with pytest.raises(CheckpointError, match=message):
+        check_checkpoint(tmp_path / "checkpoint-4")
+    with caplog.at_level(logging.WARNING, logger="trl_drgrpo.checkpointing"):
+        assert choose_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+    assert message in caplog.text
+
+
+def test_a_requested_corrupted_checkpoint_is_a_one_line_error_naming_the_file(tmp_path):
+    _truncate(_checkpoint(tmp_path, 4) / "optimizer.pt")
+    with pytest.raises(CheckpointError) as error:
+        choose_checkpoint(tmp_path, str(tmp_path / "checkpoint-4"))
+    text = str(error.value)
+    assert "\n" not in text
+    assert str(tmp_path / "checkpoint-4" / "optimizer.pt") in text and "Pick another checkpoint" in text
+
+
+def test_load_failures_name_the_checkpoint_and_what_to_do():
+    error = _unreadable(
+        "out/checkpoint-8", "optimizer/scheduler state", RuntimeError("PytorchStreamReader failed\nx")
+    )
+    assert "\n" not in str(error)
+    assert "out/checkpoint-8" in str(
+        error
+    ) and "delete out/checkpoint-8 to resume from the checkpoint before it" in str(error)
+
+
+def test_no_checkpoint_gives_none(tmp_path, caplog):
+    assert choose_checkpoint(tmp_path / "missing") is None
+    (tmp_path / "checkpoint-3").mkdir()
+    with caplog.at_level(logging.WARNING, logger="trl_drgrpo.checkpointing"):
+        assert choose_checkpoint(tmp_path) is None
+    assert "No complete checkpoint" in caplog.text
+
+
+def test_publish_replaces_an_older_folder_of_the_same_name(tmp_path):
+    staged = _checkpoint(tmp_path / "tmp-checkpoint-4", 4)
+    old = tmp_path / "checkpoint-4"
+    old.mkdir()
+    (old / "stale.txt").write_text("x")
+    _publish(str(staged), str(old))
+    assert not (old / "stale.txt").exists() and (old / "trainer_state.json").is_file()
+    assert not staged.exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-4",
+        "tmp-checkpoint-4",
+    ]
+
+
+# ---- data order --------------------------------------------------------------------------------
+
+
+def _sampler(cls, n=7, seed=3):
+    return cls(list(range(n)), mini_repeat_count=2, batch_size=3, repeat_count=2, shuffle=True, seed=seed)
+
+
+def test_epoch_order_matches_an_uninterrupted_trl_sampler():
+    stock = _sampler(RepeatSampler)
+    passes = [list(stock) for _ in range(4)]  # TRL: one pass per epoch from one generator
+    assert len({tuple(p) for p in passes}) == 4
+    for epoch in (3, 0, 2, 1):  # a fresh sampler (a resumed run) in any epoch, in any order
+        fresh = _sampler(EpochRepeatSampler)
+        fresh.set_epoch(epoch)
+        assert list(fresh) == passes[epoch]
+    # what a resumed run did before: a fresh TRL sampler replays epoch 0's order
+    assert list(_sampler(RepeatSampler)) == passes[0] != passes[2]
+
+
+def test_unshuffled_sampler_is_unchanged():
+    plain = RepeatSampler(list(range(5)), mini_repeat_count=2, batch_size=2, shuffle=False)
+    epoch_aware = EpochRepeatSampler.like(plain)
+    epoch_aware.set_epoch(3)
+    assert list(epoch_aware) == list(plain)
+
+
+@pytest.mark.parametrize(
+    ("previous", "step", "every", "expected"),
+    [
+        (2, 4, 3, True),
+        (4, 6, 3, True),
+        (6, 8, 3, False),
+        (8, 10, 3, True),
+        (48, 56, 50, True),
+        (56, 64, 50, False),
+    ],
+)
+def test_saves_move_to_the_first_rollout_boundary_at_or_after_a_multiple(previous, step, every, expected):
+    assert _saves_between(previous, step, every) is expected
+
+
+def test_fault_points_do_nothing_unless_asked(monkeypatch, tmp_path):
+    monkeypatch.delenv("TRL_DRGRPO_TEST_FAULTS", raising=False)
+    fault_point("save", 4)  # would kill this process otherwise
+    monkeypatch.setenv("TRL_DRGRPO_TEST_FAULTS", "save:5")
+    monkeypatch.setenv("TRL_DRGRPO_TEST_FAULTS_DIR", str(tmp_path))
+    (tmp_path / "fired-save-5").touch()  # already fired once
+    fault_point("save", 5)
+    fault_point("save", 4)
