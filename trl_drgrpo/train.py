@@ -16,12 +16,12 @@ import sys
 
 import torch.distributed as dist
 from transformers import AutoTokenizer
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from . import arguments
+from .checkpointing import choose_checkpoint, exit_if_stopped, install_sigterm_handler
 from .config import DrGRPOConfig, DrGRPOScriptArguments
-from .data import load_problems, to_prompt_dataset
+from .data import check_model_source, load_problems, to_prompt_dataset
 from .outputs import finish_run
 from .preflight import check_trackers
 from .rewards import MathReward
@@ -73,9 +73,9 @@ def apply_template_endings(training_args: DrGRPOConfig, template: Template, voca
         training_args.extra_eos_tokens = endings.eos_tokens(vocab) or None
 
 
-def last_checkpoint(output_dir: str) -> str | None:
-    """The newest `checkpoint-N` folder in `output_dir`, if any (the folder may not exist yet on every rank)."""
-    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+def last_checkpoint(output_dir: str, requested: str | None = None) -> str | None:
+    """`requested` (checked), else the newest complete `checkpoint-N` in `output_dir` (skipped ones are logged)."""
+    return choose_checkpoint(output_dir, requested)
 
 
 def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_args: ModelConfig) -> None:
@@ -96,6 +96,7 @@ def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_
     }
     training_args.model_init_kwargs = {**init_kwargs, **(training_args.model_init_kwargs or {})}
 
+    check_model_source(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(
         model_args.model_name_or_path,
         revision=model_args.model_revision,
@@ -142,11 +143,13 @@ def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_
     trainer.model_card_dataset = script_args.dataset_name
     if script_args.ignore_bias_buffers:
         arguments.ignore_bool_buffers(trainer.model)
-    checkpoint = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)
+    checkpoint = last_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint)
     if checkpoint:
         logger.info("Resuming from %s", checkpoint)
+    install_sigterm_handler(trainer)  # SIGTERM: finish the optimizer step, save a checkpoint, exit 143
     try:
         result = trainer.train(resume_from_checkpoint=checkpoint)
+        exit_if_stopped(trainer)
         finish_run(trainer, result, script_args.dataset_name)
     finally:
         reward.close()

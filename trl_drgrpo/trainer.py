@@ -23,6 +23,7 @@ import torch
 from transformers.utils import logging
 from trl import GRPOTrainer
 
+from .checkpointing import CrashSafeTrainerMixin
 from .config import DrGRPOConfig
 from .model_card import PAPER, write_model_card
 from .objective import group_advantages
@@ -53,7 +54,7 @@ def cut_after_stop(ids: list[int], stop_strings: list[str], tokenizer: Any) -> l
     return ids[:high]
 
 
-class DrGRPOTrainer(GRPOTrainer):
+class DrGRPOTrainer(CrashSafeTrainerMixin, GRPOTrainer):
     """Drop-in replacement for ``trl.GRPOTrainer`` that trains with Dr. GRPO (or any of the paper's ablations).
 
     Use it exactly like ``GRPOTrainer`` with a :class:`DrGRPOConfig`. Besides TRL's metrics it logs
