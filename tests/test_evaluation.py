@@ -628,3 +628,99 @@ def test_sigkilled_cli_run_resumes(tmp_path, tiny_model_dir, eval_suite_path):
     assert len(keys) == len(set(keys)) == 8
     assert after[: len(before)] == before
     assert summary["benchmarks"]["amc"]["count"] == summary["benchmarks"]["math"]["count"] == 4
+
+
+# ---- crash safety: failed starts, per-problem seeds, file modes ---------------------------------
+
+
+def test_a_failed_start_leaves_no_config_behind(tmp_path, tiny_model_dir, eval_suite_path):
+    out = tmp_path / "run"
+    common = dict(data=str(eval_suite_path), limit=1, max_tokens=2, show_progress=False)
+    with pytest.raises(FileNotFoundError, match="model folder '/no/such/model' does not exist") as error:
+        evaluate("/no/such/model", "qwen_math", "amc", "transformers", out, **common)
+    assert "\n" not in str(error.value)
+    assert not out.exists()
+    summary = evaluate(
+        tiny_model_dir, "qwen_math", "amc", "transformers", out, **common
+    )  # the corrected command
+    assert summary["benchmarks"]["amc"]["count"] == 1
+
+
+def test_a_config_without_samples_does_not_bind_the_next_run(tmp_path, eval_suite_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(
+        json.dumps({"model": "wrong/model", "n": 1})
+    )  # an older version's failed start
+    summary = evaluate(
+        "m", "qwen_math", "amc", FakeBackend(["\\boxed{1}"]), out, data=str(eval_suite_path), limit=1
+    )
+    assert summary["benchmarks"]["amc"]["count"] == 1
+    assert json.loads((out / "config.json").read_text())["model"] == "m"
+
+
+def test_sampled_run_killed_and_resumed_equals_the_uninterrupted_one(tmp_path, tiny_backend, eval_suite_path):
+    kwargs = dict(data=str(eval_suite_path), n=2, temperature=1.0, max_tokens=6, limit=3, chunk_size=2,
+                  show_progress=False)  # fmt: skip
+    evaluate("tiny", "no", "amc,math", CountingBackend(tiny_backend), tmp_path / "whole", **kwargs)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(
+            "tiny", "no", "amc,math", CountingBackend(tiny_backend, fail_after=3), tmp_path / "cut", **kwargs
+        )
+    assert 0 < len(_lines(tmp_path / "cut" / "samples.jsonl")) < 12
+    evaluate("tiny", "no", "amc,math", CountingBackend(tiny_backend), tmp_path / "cut", chunk_size=5,
+             **{k: v for k, v in kwargs.items() if k != "chunk_size"})  # fmt: skip
+
+    def by_sample(folder):
+        rows = _lines(folder / "samples.jsonl")
+        return {(r["benchmark"], r["index"], r["sample"]): r["response"] for r in rows}
+
+    whole, resumed = by_sample(tmp_path / "whole"), by_sample(tmp_path / "cut")
+    assert len(whole) == 12 and resumed == whole
+    assert len({whole[("amc", 0, 0)], whole[("amc", 0, 1)], whole[("math", 0, 0)]}) > 1  # really sampled
+
+
+def test_per_problem_seeds_depend_only_on_the_problem():
+    from trl_drgrpo.evaluation.run import item_seed, seeded_groups
+    from trl_drgrpo.evaluation.scoring import Problem
+
+    problems = [Problem("amc", i, "q", "1") for i in range(3)]
+    assert (
+        item_seed(0, "amc", 1) == item_seed(0, "amc", 1) != item_seed(0, "amc", 2) != item_seed(1, "amc", 2)
+    )
+    assert seeded_groups(problems, object(), 7, 0.0) == [(problems, 7)]  # greedy: one call, seed unused
+    assert seeded_groups(problems, object(), 7, 1.0) == [
+        ([p], item_seed(7, "amc", p.index)) for p in problems
+    ]
+    batched = types.SimpleNamespace(per_prompt_seeds=True)
+    assert seeded_groups(problems, batched, 7, 1.0) == [
+        (problems, [item_seed(7, "amc", i) for i in range(3)])
+    ]
+
+
+def test_vllm_takes_one_seed_per_prompt(fake_vllm, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    seen = []
+
+    class ListLLM:
+        def get_tokenizer(self):
+            return types.SimpleNamespace(get_added_vocab=dict)
+
+        def generate(self, prompts, sampling_params=None, use_tqdm=False):
+            seen.append(sampling_params)
+            out = types.SimpleNamespace(text="x", token_ids=[1], finish_reason="stop")
+            return [types.SimpleNamespace(outputs=[out] * p.n) for p in sampling_params]
+
+    out = vb.VLLMBackend(llm=ListLLM()).generate(["a", "b"], 2, 1.0, 1.0, 4, (), [11, 12])
+    assert [p.seed for p in seen[0]] == [11, 12] and len(out) == 2
+
+
+def test_written_files_follow_the_umask(tmp_path, eval_suite_path):
+    old = os.umask(0o022)
+    try:
+        evaluate("m", "qwen_math", "amc", FakeBackend(["\\boxed{1}"]), tmp_path / "r", data=str(eval_suite_path),
+                 limit=1)  # fmt: skip
+    finally:
+        os.umask(old)
+    for name in ("config.json", "samples.jsonl", "summary.json", "results.md"):
+        assert (tmp_path / "r" / name).stat().st_mode & 0o777 == 0o644, name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -66,9 +66,10 @@ def merge_summaries(paths: Sequence[str | os.PathLike]) -> str:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (mode 0666 less the umask)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = str(path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # as open() would, unlike mkstemp's 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -117,17 +118,18 @@ def complete_records(records: Sequence[dict], n: int) -> list[dict]:
     return [samples[k] for samples in groups.values() if set(samples) == set(range(n)) for k in range(n)]
 
 
-def prepare_output_dir(output_dir: str | os.PathLike, config: dict, result_keys: Sequence[str]) -> list[dict]:
-    """Create or resume ``output_dir``; return the complete records already there.
+def check_output_dir(output_dir: str | os.PathLike, config: dict, result_keys: Sequence[str]) -> list[dict]:
+    """The complete records of the run in ``output_dir`` that ``config`` resumes (none for a new run); writes nothing.
 
-    Raises ``ValueError`` when ``output_dir`` is a file or holds a run whose ``result_keys`` differ.
+    Raises ``ValueError`` when ``output_dir`` is a file or holds samples of a run whose ``result_keys`` differ.
+    A ``config.json`` without samples (a start that failed) does not bind the next run.
     """
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output_dir {out} exists and is a file, not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     config_path, samples_path = out / CONFIG_FILE, out / SAMPLES_FILE
-    if config_path.exists():
+    records = read_samples(samples_path)
+    if config_path.exists() and records:
         saved = json.loads(config_path.read_text())
         diff = {k: (saved.get(k), config.get(k)) for k in result_keys if saved.get(k) != config.get(k)}
         if diff:
@@ -136,14 +138,26 @@ def prepare_output_dir(output_dir: str | os.PathLike, config: dict, result_keys:
                 f"{out} holds a run with a different configuration ({details}); "
                 "use another output_dir or delete that one"
             )
-    elif samples_path.exists():
+    elif records:
         raise ValueError(f"{out} has {SAMPLES_FILE} but no {CONFIG_FILE}; cannot tell how it was produced")
-    records = read_samples(samples_path)
-    kept = complete_records(records, config["n"])
-    if samples_path.exists() and (len(kept) != len(records) or not _ends_cleanly(samples_path)):
+    return complete_records(records, config["n"])
+
+
+def start_output_dir(output_dir: str | os.PathLike, config: dict, kept: Sequence[dict]) -> None:
+    """Once the run really starts: create ``output_dir``, write ``config.json``, drop incomplete sample lines."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    samples_path = out / SAMPLES_FILE
+    if samples_path.exists() and (len(kept) != len(read_samples(samples_path)) or not _ends_cleanly(samples_path)):
         logger.warning("%s: dropping incomplete sample lines before resuming", out)
         atomic_write_text(samples_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
-    atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def prepare_output_dir(output_dir: str | os.PathLike, config: dict, result_keys: Sequence[str]) -> list[dict]:
+    """:func:`check_output_dir` then :func:`start_output_dir`; returns the complete records already there."""
+    kept = check_output_dir(output_dir, config, result_keys)
+    start_output_dir(output_dir, config, kept)
     return kept
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -11,11 +12,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..data import check_model_source
 from ..templates import DEFAULT_ENDINGS, Template, get_template
 from .backends import GenerationBackend, _check_sampling, effective_stops, make_backend, resolve_backend
 from .benchmarks import load_benchmark, resolve_benchmarks
 from .provenance import add_provenance
-from .report import SAMPLES_FILE, append_jsonl, prepare_output_dir, write_results
+from .report import SAMPLES_FILE, append_jsonl, check_output_dir, start_output_dir, write_results
 from .scoring import Problem, build_summary, generate_and_grade
 from .vllm_backend import VLLMBackend
 
@@ -36,6 +38,26 @@ RESULT_KEYS = (
     "revision",
     "dtype",
 )
+
+
+def item_seed(seed: int, benchmark: str, index: int) -> int:
+    """The sampling seed of one problem: a function of (seed, benchmark, index) only, so a resumed run, or any
+    chunking, draws the same samples for it as an uninterrupted run."""
+    digest = hashlib.sha256(f"{seed}/{benchmark}/{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def seeded_groups(
+    problems: Sequence[Problem], backend: Any, seed: int, temperature: float
+) -> list[tuple[list[Problem], int | list[int]]]:
+    """Generation calls for ``problems`` with their seeds: one call (greedy, or a backend that takes a seed per
+    prompt: ``per_prompt_seeds = True``), else one call per problem with that problem's seed."""
+    if temperature == 0:
+        return [(list(problems), seed)]
+    seeds = [item_seed(seed, p.benchmark, p.index) for p in problems]
+    if getattr(backend, "per_prompt_seeds", False):
+        return [(list(problems), seeds)]
+    return [([p], s) for p, s in zip(problems, seeds, strict=True)]
 
 
 def _model_id(model: Any) -> str:
@@ -130,8 +152,11 @@ def evaluate(
         "revision": revision,
         "dtype": dtype,
     }
+    if backend_name is not None and isinstance(model, (str, os.PathLike)):
+        check_model_source(str(model))  # one line instead of transformers' invalid-repo-id traceback
     datasets_by_name = {name: load_benchmark(name, data) for name in names}
-    records = prepare_output_dir(output_dir, config, RESULT_KEYS)
+    # Nothing is written before the backend has started (a failed start leaves no config.json behind).
+    records = check_output_dir(output_dir, config, RESULT_KEYS)
     done = {(r["benchmark"], r["index"]) for r in records}
 
     gen_backend: Any = backend
@@ -150,6 +175,7 @@ def evaluate(
             revision=revision,
             show_progress=show_progress,
         )
+    start_output_dir(output_dir, config, records)
     chunk = chunk_size or (256 if isinstance(gen_backend, VLLMBackend) else 4 * batch_size)
     samples_path = Path(output_dir) / SAMPLES_FILE
     selected: set[tuple[str, int]] = set()
@@ -164,17 +190,20 @@ def evaluate(
                     todo.append(Problem(name, i, row["problem"], row["answer"]))
             bar = tqdm(total=count, initial=count - len(todo), desc=name, disable=not show_progress)
             for start in range(0, len(todo), chunk):
-                new = generate_and_grade(
-                    gen_backend,
-                    template,
-                    todo[start : start + chunk],
-                    n=n,
-                    temperature=temperature,
-                    top_p=top_p,
-                    max_tokens=max_tokens,
-                    seed=seed + start,
-                    stop=config["stop"],
-                )
+                new = []
+                part = todo[start : start + chunk]
+                for group, group_seed in seeded_groups(part, gen_backend, seed, temperature):
+                    new += generate_and_grade(
+                        gen_backend,
+                        template,
+                        group,
+                        n=n,
+                        temperature=temperature,
+                        top_p=top_p,
+                        max_tokens=max_tokens,
+                        seed=group_seed,
+                        stop=config["stop"],
+                    )
                 append_jsonl(samples_path, new)
                 records.extend(new)
                 if on_chunk is not None:

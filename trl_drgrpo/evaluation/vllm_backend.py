@@ -19,6 +19,8 @@ class VLLMBackend:
     Pass ``llm`` to reuse an existing ``vllm.LLM`` (e.g. a GRPO trainer's colocated engine).
     """
 
+    per_prompt_seeds = True  # ``generate`` takes one seed per prompt (``evaluate``'s per-problem seeds)
+
     def __init__(
         self,
         model: str | None = None,
@@ -68,9 +70,10 @@ class VLLMBackend:
         top_p: float,
         max_tokens: int,
         stop: Sequence[str],
-        seed: int,
+        seed: int | Sequence[int],
     ) -> list[list[Generation]]:
-        """Generate ``n`` samples per prompt with vLLM (greedy when temperature is 0)."""
+        """Generate ``n`` samples per prompt with vLLM (greedy when temperature is 0); ``seed``: one for all
+        prompts, or one per prompt (each request then samples from its own seeded generator)."""
         _check_sampling(n, temperature, top_p, max_tokens)
         stop_ids, stop = split_special_stops(self._tokenizer(), stop)
         params = dict(
@@ -80,13 +83,15 @@ class VLLMBackend:
             max_tokens=max_tokens,
             stop=list(stop),
             stop_token_ids=stop_ids,
-            seed=seed,
+            seed=seed if isinstance(seed, int) else list(seed),
         )
         if not self._workers:
             return _vllm_generate(self.llm, list(prompts), params, self.show_progress)
         shards = [list(prompts[r :: len(self._workers)]) for r in range(len(self._workers))]
-        for worker, shard in zip(self._workers, shards, strict=True):
-            worker.submit(shard, params)
+        seeds = params["seed"]
+        for rank, (worker, shard) in enumerate(zip(self._workers, shards, strict=True)):
+            shard_seeds = seeds if isinstance(seeds, int) else seeds[rank :: len(shards)]
+            worker.submit(shard, {**params, "seed": shard_seeds})
         outputs = [worker.result() for worker in self._workers]
         merged: list[list[Generation]] = [[] for _ in prompts]
         for rank, out in enumerate(outputs):
@@ -115,16 +120,20 @@ class VLLMBackend:
 def _vllm_generate(llm: Any, prompts: list[str], params: dict, show_progress: bool) -> list[list[Generation]]:
     from vllm import SamplingParams
 
-    sampling = SamplingParams(
-        n=params["n"],
-        temperature=params["temperature"],
-        top_p=params["top_p"],
-        max_tokens=params["max_tokens"],
-        stop=params["stop"] or None,
-        stop_token_ids=params.get("stop_token_ids") or None,
-        include_stop_str_in_output=True,
-        seed=params["seed"],
-    )
+    def sampling_params(seed: int) -> Any:
+        return SamplingParams(
+            n=params["n"],
+            temperature=params["temperature"],
+            top_p=params["top_p"],
+            max_tokens=params["max_tokens"],
+            stop=params["stop"] or None,
+            stop_token_ids=params.get("stop_token_ids") or None,
+            include_stop_str_in_output=True,
+            seed=seed,
+        )
+
+    seed = params["seed"]
+    sampling = sampling_params(seed) if isinstance(seed, int) else [sampling_params(s) for s in seed]
     if not prompts:
         return []
     outputs = llm.generate(prompts, sampling_params=sampling, use_tqdm=show_progress)
