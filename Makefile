@@ -13,6 +13,8 @@ EVAL_DATA ?=
 EVAL_DIR ?= outputs/eval
 LIMIT ?=
 ARGS ?=
+# Experiment tracker extra for install-gpu: wandb (what the recipes' report_to names) or trackio
+TRACKER ?= wandb
 TORCH_VERSION ?= 2.13.0
 # e.g. TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu" for the small CPU-only wheel
 TORCH_INDEX ?=
@@ -27,7 +29,7 @@ EVAL = $(PYTHON) recipes/evaluate.py --benchmarks $(BENCHMARKS) --backend $(BACK
 RECIPE_NAME = $(basename $(notdir $(RECIPE)))
 RECIPE_MODEL = $(notdir $(patsubst %/,%,$(dir $(RECIPE))))
 
-.PHONY: help install test demo train eval eval-templates ablation-bias ablation-templates bench
+.PHONY: help install install-gpu test demo demo-sweep bias-lab train eval eval-templates ablation-bias ablation-templates bench
 
 help: ## List the targets and the variables they use
 	@echo "Targets:"
@@ -37,18 +39,27 @@ help: ## List the targets and the variables they use
 	@echo "  RECIPE=$(RECIPE) MODEL=$(MODEL) TEMPLATE=$(TEMPLATE) BENCHMARKS=$(BENCHMARKS) BACKEND=$(BACKEND)"
 	@echo "  EVAL_DATA=$(EVAL_DATA) LIMIT=$(LIMIT) ARGS=$(ARGS)"
 
-install: ## Create $(VENV), install torch $(TORCH_VERSION) then the package with dev extras (GPU: see below)
-	# GPU machines: install the torch build matching your CUDA driver (and vLLM's pinned torch) first, then
-	#   $(PYTHON) -m pip install -e ".[dev,vllm,deepspeed]"   (DeepSpeed on CPU: DS_BUILD_OPS=0)
+install: ## CPU (CI, tests, demo): create $(VENV), install torch $(TORCH_VERSION), then the package with dev extras
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install torch==$(TORCH_VERSION) $(TORCH_INDEX)
 	DS_BUILD_OPS=0 $(PYTHON) -m pip install -e ".[dev,deepspeed]"
+
+install-gpu: ## GPU cluster: the package with vLLM, DeepSpeed and the tracker the recipes use ($(TRACKER))
+	# vLLM pins its own torch build: let it choose (trl[vllm] gives the vLLM range this TRL supports).
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -e ".[dev,vllm,deepspeed,$(TRACKER)]"
 
 test: ## Run the whole test suite (the command the README and CI use)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$(TEST_THREADS) $(PYTHON) -m pytest $(PYTEST_ARGS) tests $(ARGS)
 
 demo: ## Tiny end-to-end Dr. GRPO run on CPU (pretrain, eval, RL, eval, plot) into outputs/demo
 	HF_HUB_OFFLINE=1 $(PYTHON) recipes/demo.py --output_dir outputs/demo $(ARGS)
+
+demo-sweep: ## make demo on seeds 0-4 (2 at a time); before/after table into outputs/demo-sweep/sweep.md
+	HF_HUB_OFFLINE=1 $(PYTHON) -m trl_drgrpo.demo.sweep --output_dir outputs/demo-sweep $(ARGS)
+
+bias-lab: ## GRPO's two biases, 2x2 ablation x 3 seeds on the tiny task (CPU); report into outputs/bias-lab
+	HF_HUB_OFFLINE=1 $(PYTHON) -m trl_drgrpo.demo.lab --output_dir outputs/bias-lab $(ARGS)
 
 train: ## Train a recipe: make train RECIPE=recipes/<model>/<exp>.yaml [NUM_PROCESSES=8 ACCELERATE_CONFIG=... ARGS="--field value"]
 	$(LAUNCH) recipes/train.py --config $(RECIPE) $(ARGS)
