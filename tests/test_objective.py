@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from trl_drgrpo.objective import STD_EPS, aggregate_token_losses, clipped_surrogate, group_advantages, k3_kl
+from trl_drgrpo.objective import (
+    STD_EPS,
+    TRL_STD_EPS,
+    aggregate_token_losses,
+    clipped_surrogate,
+    group_advantages,
+    k3_kl,
+)
 
 
 def test_drgrpo_advantage_is_reward_minus_group_mean():
@@ -23,6 +30,17 @@ def test_grpo_advantage_divides_by_unbiased_group_std():
     assert std == pytest.approx(0.5)
     expected = torch.tensor([0.75, -0.25, -0.25, -0.25]) / (std + STD_EPS)
     torch.testing.assert_close(adv, expected)
+
+
+def test_std_epsilon_is_the_papers_and_can_be_set():
+    assert STD_EPS == 1e-8  # the paper's code (oat); TRL fixes 1e-4
+    rewards = torch.tensor([1.0, 1.0, 1.0, 0.999])  # a tiny spread: the epsilon decides the scale
+    paper = group_advantages(rewards, 4, std_normalization=True)
+    trl = group_advantages(rewards, 4, std_normalization=True, eps=TRL_STD_EPS)
+    std = rewards.std()
+    torch.testing.assert_close(paper, (rewards - rewards.mean()) / (std + STD_EPS))
+    torch.testing.assert_close(trl, (rewards - rewards.mean()) / (std + TRL_STD_EPS))
+    assert paper.abs().max() > 1.1 * trl.abs().max()
 
 
 def test_difficulty_bias_shows_only_with_std_normalization():

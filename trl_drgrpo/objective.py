@@ -11,6 +11,11 @@ Dr. GRPO (Liu et al., 2025, Section 3.3) removes the two biases:
 * difficulty bias: / std(r) ->  removed, so A_i = r_i - mean(r).
 
 Both are switches here, so the paper's 2x2 ablation is four settings of two booleans.
+
+This module is the specification. ``DrGRPOTrainer`` runs TRL's own loss code for the same quantities
+(``loss_type="dr_grpo"`` divides by ``B * max_completion_length``, as :func:`aggregate_token_losses` does with
+the budget as ``normalizer``); ``tests/test_trainer_equivalence.py`` holds the trainer to these functions on
+fixed batches, computed without TRL.
 """
 
 from __future__ import annotations
