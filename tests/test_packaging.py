@@ -187,3 +187,12 @@ def test_tracker_check_happens_before_heavy_imports():
     )
     assert result.stdout.strip() == "1 []", result.stdout + result.stderr
     assert "unknown tracker 'wandbb'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "recipe", [r for r in RECIPES if _report_to(r)], ids=lambda p: str(p.relative_to(REPO / "recipes"))
+)
+def test_tracked_recipes_keep_few_checkpoints_and_log_completions(recipe):
+    config = yaml.safe_load(recipe.read_text())
+    assert isinstance(config.get("save_total_limit"), int) and config["save_total_limit"] >= 1
+    assert config.get("log_completions") is True
