@@ -165,3 +165,49 @@ def test_template_sets_where_responses_end(tmp_path, template, stop_strings, ext
     args = DrGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, stop_strings=["###"])
     script.apply_template_endings(args, get_template(template), {})
     assert (args.stop_strings, args.extra_eos_tokens) == (["###"], None)
+
+
+# ---- clear errors (issue 13) ---------------------------------------------------------------------
+
+
+def test_an_empty_dataset_is_a_clear_error(tmp_path, tiny_model_dir):
+    data = tmp_path / "data"
+    DatasetDict({"train": _problems(0)}).save_to_disk(str(data))
+    with pytest.raises(ValueError, match="has no rows"):
+        _main_with(tmp_path, tiny_model_dir, str(data))
+    for text in ("", "\n\n"):
+        empty = tmp_path / "empty.jsonl"
+        empty.write_text(text)
+        with pytest.raises(ValueError, match="is empty|has no rows"):
+            _main_with(tmp_path, tiny_model_dir, str(empty))
+    from trl_drgrpo.data import to_prompt_dataset
+
+    with pytest.raises(ValueError, match="the dataset has no rows"):
+        to_prompt_dataset(_problems(0), "no")
+
+
+@pytest.mark.parametrize("count", [0, -3])
+def test_max_train_samples_below_one_is_refused(tmp_path, tiny_model_dir, count):
+    data = tmp_path / "train.jsonl"
+    _problems().to_json(str(data))
+    with pytest.raises(ValueError, match=rf"max_train_samples must be >= 1 .*got {count}"):
+        _main_with(tmp_path, tiny_model_dir, str(data), max_train_samples=count)
+
+
+def test_too_few_questions_for_one_rollout_is_a_clear_error(tmp_path, tiny_model_dir):
+    data = tmp_path / "train.jsonl"
+    _problems().to_json(str(data))
+    with pytest.raises(ValueError, match="has 1 questions but one rollout takes 2"):
+        _main_with(tmp_path, tiny_model_dir, str(data), max_train_samples=1)
+
+
+def test_a_missing_model_folder_is_one_line(tmp_path, capsys):
+    from trl_drgrpo.cli import run
+
+    data = tmp_path / "train.jsonl"
+    _problems().to_json(str(data))
+    recipe = _recipe(tmp_path, str(tmp_path / "no-such-model"), str(data))
+    assert run("train", ["--config", str(recipe)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # (a progress bar may come before)
+    assert "model folder" in err and "no-such-model' does not exist" in err
+    assert "Repo id" not in err

@@ -36,7 +36,10 @@ def load_problems(name: str, config: str | None = None, split: str = "train") ->
     """Load one split from a Hub dataset id, a ``save_to_disk`` folder or a .json/.jsonl/.parquet/.csv file."""
     path = Path(name).expanduser()
     if path.is_dir():
-        data = load_from_disk(str(path))
+        try:
+            data = load_from_disk(str(path))
+        except (IndexError, StopIteration):  # what `datasets` raises for a saved dataset without rows
+            raise ValueError(f"the dataset in {path} has no rows (or its files are damaged)") from None
         if isinstance(data, DatasetDict):
             if split not in data:
                 raise ValueError(f"split {split!r} not in {path}; splits there: {', '.join(data)}")
@@ -45,7 +48,14 @@ def load_problems(name: str, config: str | None = None, split: str = "train") ->
     if path.suffix.lower() in _FILE_BUILDERS:
         if not path.is_file():
             raise FileNotFoundError(f"dataset file {path} does not exist")
-        return load_dataset(_FILE_BUILDERS[path.suffix.lower()], data_files=str(path), split="train")
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+        if not head.strip() and len(head) < 1 << 20:
+            raise ValueError(f"the dataset file {path} is empty")
+        try:
+            return load_dataset(_FILE_BUILDERS[path.suffix.lower()], data_files=str(path), split="train")
+        except StopIteration:  # e.g. a file of blank lines
+            raise ValueError(f"the dataset file {path} has no rows") from None
     if path.exists() or name.startswith((".", "/", "~")):
         raise FileNotFoundError(
             f"{name!r} is not a dataset folder (save_to_disk) or a .json/.jsonl/.parquet/.csv file"
