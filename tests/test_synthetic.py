@@ -123,3 +123,36 @@ def test_fact_drills_are_correct_and_mixed_in():
             assert int(result) == _truth(f"What is {question}?")
     with pytest.raises(ValueError, match="drill_size"):
         pretraining_examples(3, drill_size=0)
+
+
+def test_varied_solution_length_follows_correctness():
+    import random
+
+    from trl_drgrpo.demo.synthetic import varied_solution
+
+    rng = random.Random(0)
+    right = [varied_solution(3, "+", 4, 7, rng, steps_rate=1.0, ramble_rate=1.0) for _ in range(20)]
+    wrong = [varied_solution(3, "+", 4, 8, rng, steps_rate=1.0, ramble_rate=1.0) for _ in range(20)]
+    assert all(s.startswith("3 + 4 = \\boxed{7}.") and "step by step" in s for s in right)
+    assert all(s.startswith("3 + 4 = \\boxed{8}.") and "step by step" not in s for s in wrong)
+    assert len({len(s) for s in wrong}) > 1  # rambles vary in length
+    plain = varied_solution(3, "+", 4, 8, rng, boxed=False)
+    assert plain == "3 + 4 = 8."
+    # the length never changes the reward: the boxed answer decides
+    assert all(grade(s, "7", "no") == 1.0 for s in right)
+    assert all(grade(s, "7", "no") == 0.0 for s in wrong)
+
+
+def test_pretraining_examples_with_varied_lengths():
+    import re
+
+    kwargs = {"error_rate": 0.5, "steps_rate": 0.5, "ramble_rate": 1.0, "max_operand": 9}
+    examples = pretraining_examples(200, seed=4, **kwargs)
+    assert examples == pretraining_examples(200, seed=4, **kwargs)
+    for prompt, completion in examples:
+        a, op, b = parse_problem(prompt.strip())
+        stated = int(re.match(r" \d+ . \d+ = (?:\\boxed\{)?(\d+)", completion).group(1))
+        rambles = any(f in completion for f in ("Hmm", "hmm", "Let me check", "Maybe"))
+        assert rambles == (stated != _truth(prompt.strip()))  # ramble_rate 1: every slip rambles
+    with pytest.raises(ValueError, match="ramble_continue"):
+        pretraining_examples(2, ramble_rate=0.5, ramble_continue=1.0)

@@ -42,6 +42,9 @@ class PretrainArguments:
     unboxed_rate: float = 0.2
     drill_fraction: float = 0.0
     drill_size: int = 8
+    steps_rate: float = 0.0
+    ramble_rate: float = 0.0
+    ramble_continue: float = 0.5
     max_operand: int = 20
     max_mul_operand: int = 9
     steps: int = 600
@@ -122,6 +125,9 @@ def pretrain(
         unboxed_rate=args.unboxed_rate,
         drill_fraction=args.drill_fraction,
         drill_size=args.drill_size,
+        steps_rate=args.steps_rate,
+        ramble_rate=args.ramble_rate,
+        ramble_continue=args.ramble_continue,
         max_operand=args.max_operand,
         max_mul_operand=args.max_mul_operand,
         eos=tokenizer.eos_token,

@@ -7,6 +7,11 @@ multiplication); the gold answer is the integer as a string, so ``trl_drgrpo.rew
 ``pretraining_texts`` writes worked solutions in a few styles, and deliberately corrupts some of them
 (a systematic slip of the answer, or a final answer left out of ``\\boxed{}``), so that a model
 pretrained on them starts with partial accuracy and reinforcement learning has something to fix.
+
+With ``steps_rate`` / ``ramble_rate`` the solutions also vary in length (the bias lab's task): a correct
+solution may carry a worked check, and a slipped one may ramble (a geometric number of filler sentences)
+after its answer, so response length is a real degree of freedom that RL can move, as in R1-Zero
+runs where wrong responses grow long.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ _STYLES = (
     "{a} {op} {b} = {r}. So the final answer is {final}.",
     "{a} {op} {b} = {r}. Let's check this step by step: the result stays the same. Therefore, the answer is {final}.",
 )
+
+
+# What a length-varying solution may carry after its answer.
+_WORKED_STEPS = "Let's check this step by step: {a} {op} {b} gives {r}, and the result stays the same."
+_FILLERS = ("Hmm, wait.", "Let me check again.", "Maybe it is right.", "So, hmm.")
 
 
 def _apply(a: int, op: str, b: int) -> int:
@@ -157,6 +167,38 @@ def worked_example(
     return get_template(template).format(problem) + " " + solution + eos
 
 
+def varied_solution(
+    a: int,
+    op: str,
+    b: int,
+    stated: int,
+    rng: random.Random,
+    *,
+    boxed: bool = True,
+    steps_rate: float = 0.0,
+    ramble_rate: float = 0.0,
+    ramble_continue: float = 0.5,
+) -> str:
+    """A solution of ``a op b`` stating ``stated``, with a length that varies (the bias lab's responses).
+
+    The (boxed) answer comes first, as the result of the equation, so the arithmetic is the drills' own
+    ``a op b = r``; what follows it sets the length: a worked check after a correct answer with probability
+    ``steps_rate``, filler sentences after a wrong one (a slip) with probability ``ramble_rate`` (one, then
+    each further one with probability ``ramble_continue``). The choice is made knowing the answer, as a
+    model could, and it does not change the reward: length is free.
+    """
+    final = f"\\boxed{{{stated}}}" if boxed else str(stated)
+    parts = [f"{a} {op} {b} = {final}."]
+    if stated == _apply(a, op, b):
+        if rng.random() < steps_rate:
+            parts.append(_WORKED_STEPS.format(a=a, op=op, b=b, r=stated))
+    elif rng.random() < ramble_rate:
+        parts.append(rng.choice(_FILLERS))
+        while rng.random() < ramble_continue:
+            parts.append(rng.choice(_FILLERS))
+    return " ".join(parts)
+
+
 def fact_drill(
     k: int,
     rng: random.Random,
@@ -180,6 +222,9 @@ def pretraining_examples(
     unboxed_rate: float = 0.2,
     drill_fraction: float = 0.0,
     drill_size: int = 8,
+    steps_rate: float = 0.0,
+    ramble_rate: float = 0.0,
+    ramble_continue: float = 0.5,
     ops: Sequence[str] = OPERATORS,
     max_operand: int = 20,
     max_mul_operand: int = 9,
@@ -189,17 +234,24 @@ def pretraining_examples(
 
     A fraction ``drill_fraction`` of them are fact drills (empty prompt, ``drill_size`` correct facts):
     the corpus then teaches the arithmetic itself correctly, and the slips are a habit of the worked
-    solutions only, which is what reinforcement learning can undo.
+    solutions only, which is what reinforcement learning can undo. With ``steps_rate`` or ``ramble_rate``
+    above 0 the solutions are those of ``varied_solution`` (lengths vary), else the fixed styles.
     """
     for name, rate in (
         ("error_rate", error_rate),
         ("unboxed_rate", unboxed_rate),
         ("drill_fraction", drill_fraction),
+        ("steps_rate", steps_rate),
+        ("ramble_rate", ramble_rate),
+        ("ramble_continue", ramble_continue),
     ):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {rate}")
     if drill_size < 1:
         raise ValueError(f"drill_size must be >= 1, got {drill_size}")
+    if ramble_continue >= 1.0:
+        raise ValueError(f"ramble_continue must be < 1 (a finite ramble), got {ramble_continue}")
+    varied = steps_rate > 0 or ramble_rate > 0
     task = {"ops": ops, "max_operand": max_operand, "max_mul_operand": max_mul_operand}
     data = make_arithmetic_dataset(n, seed, **task)
     rng = random.Random(seed + 1_000_003)
@@ -209,9 +261,22 @@ def pretraining_examples(
             examples.append(("", fact_drill(drill_size, rng, **task) + eos))
             continue
         stated = int(answer) + error_offset if rng.random() < error_rate else int(answer)
+        prompt = get_template(template).format(problem)
+        if varied:
+            boxed = rng.random() >= unboxed_rate
+            solution = varied_solution(
+                *parse_problem(problem),
+                stated,
+                rng,
+                boxed=boxed,
+                steps_rate=steps_rate,
+                ramble_rate=ramble_rate,
+                ramble_continue=ramble_continue,
+            )
+            examples.append((prompt, " " + solution + eos))
+            continue
         style, boxed = rng.randrange(len(_STYLES)), rng.random() >= unboxed_rate
         text = worked_example(problem, stated, template, style=style, boxed=boxed, eos=eos)
-        prompt = get_template(template).format(problem)
         examples.append((prompt, text[len(prompt) :]))
     return examples
 
