@@ -315,6 +315,14 @@ class DrGRPOScriptArguments(ScriptArguments):
     eval_at_start: bool = field(
         default=True, metadata={"help": "Evaluate before the first update (step 0), as the paper."}
     )
+    master_weights: str = field(
+        default="fp32",
+        metadata={
+            "help": "fp32: fp32 master weights wherever DeepSpeed does not keep them (the policy is loaded in fp32 "
+            "and computed in bf16 autocast with bf16: true); model_dtype: load it in `dtype` (pure bf16 without "
+            "DeepSpeed). See trl_drgrpo.precision."
+        },
+    )
     eval_limit: int | None = field(
         default=None, metadata={"help": "Evaluate only the first N problems per benchmark."}
     )

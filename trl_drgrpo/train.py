@@ -23,6 +23,7 @@ from .checkpointing import choose_checkpoint, exit_if_stopped, install_sigterm_h
 from .config import DrGRPOConfig, DrGRPOScriptArguments
 from .data import check_model_source, load_problems, to_prompt_dataset
 from .outputs import finish_run
+from .precision import apply_master_weights
 from .preflight import check_trackers
 from .rewards import MathReward
 from .templates import Template, get_template
@@ -94,7 +95,12 @@ def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_
         "attn_implementation": model_args.attn_implementation,
         "dtype": model_args.dtype,
     }
-    training_args.model_init_kwargs = {**init_kwargs, **(training_args.model_init_kwargs or {})}
+    training_args.model_init_kwargs = apply_master_weights(
+        {**init_kwargs, **(training_args.model_init_kwargs or {})},
+        training_args,
+        peft=model_args.use_peft,
+        master_weights=script_args.master_weights,
+    )
 
     check_model_source(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(
