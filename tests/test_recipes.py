@@ -8,6 +8,7 @@ import pytest
 from trl import ModelConfig, TrlParser
 
 from trl_drgrpo.config import DrGRPOConfig, DrGRPOScriptArguments, batch_shape
+from trl_drgrpo.evaluation.callback import interval_from_args
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 PAPER_RECIPES = sorted(p for p in RECIPES_DIR.glob("*/*.yaml") if p.parent.name != "demo")
@@ -22,6 +23,7 @@ EXPECTED = {
         "qwen_math",
         "aidando73/math_level3to5_data",
     ),
+    "qwen2.5-math-7b/drgrpo_r1.yaml": ("Qwen/Qwen2.5-Math-7B", "r1", "aidando73/math_level3to5_data"),
     "llama-3.2-3b/drgrpo_r1.yaml": ("meta-llama/Llama-3.2-3B", "r1", "hiyouga/math12k"),
     "llama-3.2-3b-numinaqa/drgrpo_r1.yaml": ("lkevinzc/Llama-3.2-3B-NuminaQA", "r1", "hiyouga/math12k"),
 }
@@ -71,14 +73,23 @@ def test_paper_recipe_settings(path):
     accumulation, generation = batch_shape(train.per_device_train_batch_size, 8, 128, 1024)
     assert train.per_device_train_batch_size * accumulation * 8 == 128 and generation == 1024
     assert train.num_iterations == 1 and train.epsilon == 0.2
+    # the paper's code (train_zero_math.py, examples/*.sh): std epsilon, length, truncation, endings
+    assert train.std_eps == 1e-8
+    assert train.num_train_epochs == 20 and train.max_steps == -1  # --num_prompt_epoch 20
+    assert train.truncated_completion_reward == 0.0
+    assert train.endings == "paper" and script.master_weights == "fp32"
     # optimiser
     assert train.learning_rate == 1e-6 and train.lr_scheduler_type == "constant"
     assert (train.adam_beta2, train.weight_decay, train.max_grad_norm) == (0.95, 0.0, 1.0)
     assert train.bf16 and train.gradient_checkpointing
     # generation with colocated, sleeping vLLM
     assert train.use_vllm and train.vllm_mode == "colocate" and train.vllm_enable_sleep_mode
-    # evaluation on the five benchmarks every 16 steps; reporting
-    assert set(script.eval_benchmarks.split(",")) == BENCHMARKS and script.eval_every_steps == 16
+    # evaluation on the five benchmarks before training and every 16 rollouts (128 optimizer steps); reporting
+    assert set(script.eval_benchmarks.split(",")) == BENCHMARKS
+    assert (script.eval_every_rollouts, script.eval_every_steps, script.eval_at_start) == (16, None, True)
+    assert interval_from_args(train, script.eval_every_rollouts, script.eval_every_steps) == 128
+    assert train.save_steps == 128  # a checkpoint with each evaluation
+    assert train.vllm_gpu_memory_utilization == 0.35
     assert "wandb" in train.report_to
 
 
@@ -87,6 +98,39 @@ def test_bias_ablation_overrides(ablation):
     overrides, loss_type, scale_rewards = ABLATIONS[ablation]
     _, train, _ = parse(RECIPES_DIR / "qwen2.5-math-1.5b" / "drgrpo_r1.yaml", *overrides)
     assert (train.loss_type, train.scale_rewards) == (loss_type, scale_rewards)
+
+
+# Each recipe names its source script; every setting line carries a comment naming where its number comes from.
+SOURCES = {
+    "qwen2.5-math-1.5b/drgrpo_r1.yaml": "examples/qwen2.5-math-1.5b.sh",
+    "qwen2.5-math-1.5b/drgrpo_qwen_math.yaml": "examples/qwen2.5-math-1.5b.sh",
+    "qwen2.5-math-7b/drgrpo_qwen_math.yaml": "examples/qwen2.5-math-7b.sh",
+    "qwen2.5-math-7b/drgrpo_r1.yaml": "examples/qwen2.5-math-7b.sh",
+    "llama-3.2-3b/drgrpo_r1.yaml": "examples/llama3.2-3b-numinaqa.sh",
+    "llama-3.2-3b-numinaqa/drgrpo_r1.yaml": "examples/llama3.2-3b-numinaqa.sh",
+}
+# Names only (no number from the paper) or this project's own bookkeeping: no source comment required.
+UNSOURCED = {
+    "run_name",
+    "output_dir",
+    "logging_steps",
+    "save_strategy",
+    "save_only_model",
+    "use_vllm",
+    "warmup_steps",
+}
+
+
+@pytest.mark.parametrize("path", PAPER_RECIPES, ids=lambda p: str(p.relative_to(RECIPES_DIR)))
+def test_every_recipe_number_names_its_source(path):
+    text = path.read_text()
+    assert SOURCES[str(path.relative_to(RECIPES_DIR))] in text
+    for line in text.splitlines():
+        if not line or line.startswith("#") or line.startswith(" "):
+            continue
+        key = line.split(":", 1)[0]
+        if key not in UNSOURCED:
+            assert " # " in line, f"{path.name}: {key!r} has no comment naming its source"
 
 
 def test_report_to_is_overridable():
