@@ -11,7 +11,8 @@ from trl_drgrpo.config import DrGRPOConfig, DrGRPOScriptArguments, batch_shape
 from trl_drgrpo.evaluation.callback import interval_from_args
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
-PAPER_RECIPES = sorted(p for p in RECIPES_DIR.glob("*/*.yaml") if p.parent.name != "demo")
+# recipes/demo and recipes/lab hold the CPU demo and the bias lab, not the paper's runs
+PAPER_RECIPES = sorted(p for p in RECIPES_DIR.glob("*/*.yaml") if p.parent.name not in ("demo", "lab"))
 DEMO_RECIPE = RECIPES_DIR / "demo" / "tiny_drgrpo.yaml"
 BENCHMARKS = {"aime", "amc", "math", "minerva", "olympiad_bench"}
 # (model, template) per recipe, as in the paper
