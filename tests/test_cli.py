@@ -163,3 +163,21 @@ def test_run_turns_user_errors_into_one_line(capsys, monkeypatch):
     monkeypatch.setenv("TRL_DRGRPO_TRACEBACK", "1")
     with pytest.raises(ValueError):
         cli.run("evaluate", [])
+
+
+def test_launch_is_checked_once_before_the_processes_start(tmp_path, monkeypatch):
+    launched = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd: launched.append(cmd) or 0)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"report_to": "none", "template": "r1", "learning_rat": 1e-6}))
+    with pytest.raises(ValueError, match="unknown option.*learning_rat"):
+        cli.train(["--num_processes", "2", "--config", str(recipe)])
+    recipe.write_text("report_to: none\ntemplate: no\n")  # YAML `no` is the no template
+    with pytest.raises(ValueError, match="unknown template 'r2'"):
+        cli.train(["--num_processes", "2", "--config", str(recipe), "--template", "r2"])
+    with pytest.raises(ValueError, match="unrecognized arguments: --lerning_rate"):
+        cli.train(["--num_processes", "2", "--config", str(recipe), "--lerning_rate", "1"])
+    assert launched == []
+    assert cli.train(["--num_processes", "2", "--config", str(recipe), "--seed", "3"]) == 0
+    (cmd,) = launched
+    assert cmd[-5:] == ["train", "--config", str(recipe), "--seed", "3"]

@@ -126,6 +126,35 @@ def launch_command(launch: dict[str, str], train_argv: Sequence[str]) -> list[st
     return [*cmd, "--module", "trl_drgrpo.cli", "train", *train_argv]
 
 
+def check_before_launch(argv: Sequence[str]) -> None:
+    """Checks made once, before ``accelerate launch`` starts the processes (whose errors would each come with the
+    launcher's own report): option names in the recipe and on the command line, and the template.
+
+    Nothing is instantiated, so no accelerator is touched in this parent process.
+    """
+    from .arguments import make_parser
+    from .preflight import option_values, read_config
+    from .templates import get_template
+
+    parser = make_parser()
+    known = {action.dest for action in parser._actions}
+    config_path = option_values(argv, "config")
+    config = read_config(config_path[0]) if config_path else {}
+    unknown = sorted(set(config) - known - {"env"})
+    if unknown:
+        raise ValueError(f"unknown option(s) in {config_path[0]}: {', '.join(unknown)}")
+    args = list(argv)
+    if "--config" in args:
+        index = args.index("--config")
+        del args[index : index + 2]
+    _, extra = parser.parse_known_args(args)
+    if extra:
+        raise ValueError(f"unrecognized arguments: {' '.join(extra)}")
+    template = option_values(argv, "template")
+    name = template[0] if template else config.get("template", "qwen_math")
+    get_template("no" if name is False else name)
+
+
 def train(argv: list[str]) -> int:
     """``train``: fast checks, then the run in this process or under ``accelerate launch``."""
     if "-h" in argv or "--help" in argv:
@@ -136,6 +165,7 @@ def train(argv: list[str]) -> int:
     launch, rest = split_launch_options(argv)
     preflight_train(rest)
     if launch:
+        check_before_launch(rest)
         return subprocess.call(launch_command(launch, rest))
     load_command("train")(rest)
     return 0

@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> dict | str:
         args.template = "no"
     if args.dtype is not None and args.dtype not in DTYPES:
         raise ValueError(f"unknown dtype {args.dtype!r}; choose one of {', '.join(DTYPES)}")
+    if args.dtype == "auto":
+        args.dtype = None  # the checkpoint's own dtype, recorded as such
     if args.merge:
         # the Table 1 layout lives in the analysis toolkit (`trl-drgrpo analyze templates`)
         from ..analysis.templates_table import merge_table
