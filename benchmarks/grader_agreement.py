@@ -1,17 +1,26 @@
-"""Agreement of our grader and of plain Math-Verify with known labels, on cases built from the suite's golds.
+"""Agreement of our grader and of plain Math-Verify with labels that others wrote, and on the suite's golds.
 
-For every gold answer of the five benchmarks we write responses that are provably equal to it (integer
-"1,000" style, leading zeros, n/1, n.0, fraction <-> terminating decimal, scientific notation, ``\\dfrac``,
-spacing, ``x =`` prefix, ``$`` wrappers, ``\\text`` units, reordered sums) labelled 1, and provably unequal
-(off-by-one, sign flip, inverted fraction, x2 scale, last-digit change, dropped term) labelled 0, plus
-pathological responses labelled 0. Both graders run in killable worker processes with a hard per-case timeout.
+Part 1 -- other projects' grader test cases (``tests/data/grader_external_cases.jsonl``: each case cites its
+source repository, file, test and commit). The source's label is the reference. A case whose response is prose
+with no ``\\boxed{}`` is out of scope for a reward that, like the paper's, needs a boxed (or tagged) answer: it is
+counted apart. Cases whose label rests on a convention where ours differs (the README's table) are listed in
+``CONVENTIONS`` and reported apart too.
 
-    python benchmarks/grader_agreement.py [--limit N] [--workers 2] [--timeout 10]
+Part 2 -- rewrites of the evaluation suite's golds: for every gold answer of the five benchmarks we write
+responses provably equal to it (integer "1,000" style, leading zeros, n/1, n.0, fraction <-> terminating
+decimal, scientific notation, ``\\dfrac``, spacing, ``x =`` prefix, ``$`` wrappers, ``\\text`` units, reordered
+sums) labelled 1, and provably unequal (off-by-one, sign flip, inverted fraction, x2 scale, last-digit change,
+dropped term) labelled 0, plus pathological responses labelled 0.
+
+Both graders run in killable worker processes with a hard per-case timeout (reported apart).
+
+    python benchmarks/grader_agreement.py [--part external|suite|both] [--limit N] [--workers 2] [--timeout 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import random
@@ -59,6 +68,32 @@ def ours(response: str, gold: Any) -> float:
         return EXCEPTION
 
 
+def ours_answer(answer: str, gold: Any) -> float:
+    """Our grader on an answer given bare (no response around it)."""
+    from trl_drgrpo.rewards.grader import grade_answer
+
+    try:
+        return grade_answer(answer, gold)
+    except Exception:
+        return EXCEPTION
+
+
+def ours_external(pred: str, gold: Any) -> float:
+    """A boxed response goes through extraction (the paper's rules); a bare answer is graded as it is."""
+    return ours(pred, gold) if "\\boxed" in pred else ours_answer(_strip_delimiters(pred), gold)
+
+
+def math_verify_external(pred: str, gold: Any) -> float:
+    """Plain Math-Verify as its own tests call it: ``verify(parse(gold), parse(pred))``, default settings."""
+    from math_verify import parse, verify
+
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+    try:
+        return float(bool(verify(parse(gold), parse(pred))))
+    except Exception:
+        return EXCEPTION
+
+
 def math_verify_plain(response: str, gold: Any) -> float:
     """Plain Math-Verify: ``parse`` both sides with default settings and ``verify``; any gold may match."""
     from math_verify import parse, verify
@@ -78,7 +113,100 @@ def math_verify_plain(response: str, gold: Any) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Case construction
+# Part 1: other projects' cases
+# ---------------------------------------------------------------------------------------------------------------
+
+EXTERNAL = REPO / "tests" / "data" / "grader_external_cases.jsonl"
+_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\[", "\\]"), ("\\(", "\\)"))
+
+# id -> why the source's label rests on a convention where this project's README table differs.
+_LAST_BOX = "the paper's rule reads only the LAST \\boxed{} of a response"
+CONVENTIONS: dict[int, str] = {
+    5: "a comma is never a decimal point",
+    6: "a comma is never a decimal point",
+    15: "a comma is never a decimal point",
+    127: "a rounded decimal (0.33) is not an exact value (1/3): relative tolerance 1e-4",
+    156: "an ordered pair (1,3) is not the set {1,3}",
+    185: "a list of answers is a multiset: a repeated element counts",
+    182: "a gold's boxes are joined only across separators (commas, 'and'), not across other text",
+    239: "a gold's boxes are joined only across separators (commas, 'and'), not across other text",
+    **{i: _LAST_BOX for i in (166, 177, 197, 225, 226, 227, 229, 231, 232, 236, 237, 238)},
+}
+
+
+def _strip_delimiters(text: str) -> str:
+    t = text.strip()
+    for left, right in _DELIMITERS:
+        if t.startswith(left) and t.endswith(right) and len(t) >= len(left) + len(right):
+            return t[len(left) : len(t) - len(right)].strip()
+    return t
+
+
+def is_prose(text: str) -> bool:
+    """Free text with no boxed answer: out of scope for a reward that needs ``\\boxed{}`` (or, for a gold, that
+    reads a gold as an answer)."""
+    if "\\boxed" in text:
+        return False
+    inner = _strip_delimiters(text)
+    if any(d in inner for d in ("$", "\\(", "\\[")):
+        return True
+    bare = re.sub(r"\\[A-Za-z]+\s*(\{[^{}]*\})?", " ", inner)
+    return len(re.findall(r"[A-Za-z]{2,}", bare)) >= 3
+
+
+def load_external() -> list[dict]:
+    return [json.loads(line) for line in EXTERNAL.read_text().splitlines() if line.strip()]
+
+
+def external_report(workers: int, timeout: float, show: int) -> None:
+    cases = load_external()
+    sources = Counter(f"{c['source_repo']}:{c['source_path']}" for c in cases)
+    print(f"{len(cases)} cases from {len(sources)} files: {dict(sources)}")
+    scope = [not is_prose(c["pred"]) and not is_prose(c["gold"]) for c in cases]
+    results = {}
+    for name, fn in (("ours", ours_external), ("plain Math-Verify", math_verify_external)):
+        results[name] = run_grader(
+            name, fn, [Case(c["pred"], c["gold"], c["expected"], "", "") for c in cases], workers, timeout
+        )
+    print(
+        f"in scope (a boxed or bare answer): {sum(scope)}; prose without a box (out of scope): {len(cases) - sum(scope)}"
+    )
+    for name, result in results.items():
+        scores = [1 if s == 1.0 else 0 for s in result["scores"]]
+        subsets = {
+            "in scope": [i for i in range(len(cases)) if scope[i]],
+            "in scope, non-convention": [
+                i for i in range(len(cases)) if scope[i] and cases[i]["id"] not in CONVENTIONS
+            ],
+            "all (prose included)": list(range(len(cases))),
+        }
+        print(f"\n== {name} ==")
+        for title, idx in subsets.items():
+            agree = sum(scores[i] == cases[i]["expected"] for i in idx)
+            wrong_accepts = sum(scores[i] == 1 and cases[i]["expected"] == 0 for i in idx)
+            print(
+                f"{title}: agreement {100 * agree / len(idx):.2f}% ({agree}/{len(idx)}), wrong accepts {wrong_accepts}"
+            )
+        durations = result["durations"]
+        slowest = max(range(len(cases)), key=durations.__getitem__)
+        print(
+            f"max time per case {durations[slowest]:.2f} s (#{cases[slowest]['id']}); "
+            f"hard timeouts {sum(result['timeouts'])}"
+        )
+        shown = 0
+        for i in subsets["in scope"]:
+            if scores[i] != cases[i]["expected"] and shown < show:
+                shown += 1
+                c = cases[i]
+                tag = f" [convention: {CONVENTIONS[c['id']]}]" if c["id"] in CONVENTIONS else ""
+                print(
+                    f"  #{c['id']} {c['source_test']}: gold={c['gold'][:80]!r} pred={c['pred'][:80]!r} "
+                    f"label={c['expected']} got={scores[i]}{tag}"
+                )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Part 2: suite gold rewrites
 # ---------------------------------------------------------------------------------------------------------------
 
 _INT = re.compile(r"-?\d+")
@@ -346,7 +474,7 @@ def run_grader(name: str, fn, cases: list[Case], workers: int, timeout: float, c
                 batch = cases[start : start + chunk]
                 scores += pool.run([(c.response, c.gold) for c in batch])
                 durations += pool.last_durations
-                failed += pool.last_failed
+                failed += pool.last_timed_out
                 bar.update(len(batch))
     finally:
         pool.close()
@@ -387,20 +515,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--part", choices=["external", "suite", "both"], default="both")
     parser.add_argument("--suite", default=os.environ.get("TRL_DRGRPO_EVAL_SUITE", str(DEFAULT_SUITE)))
-    parser.add_argument("--limit", type=int, default=None, help="grade only the first N (shuffled) cases")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="grade only the first N (shuffled) suite cases"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=10.0, help="hard per-case timeout (seconds)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--show", type=int, default=5, help="misgraded examples printed per grader and kind")
     parser.add_argument("--skip-math-verify", action="store_true")
     args = parser.parse_args()
-    if not Path(args.suite).is_dir():
-        sys.exit(f"evaluation suite not found at {args.suite} (set --suite or TRL_DRGRPO_EVAL_SUITE)")
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # the workers import the graders from here
+    sys.path.insert(0, str(REPO))
     import grader_agreement as me
 
+    if args.part in ("external", "both"):
+        print("=== Part 1: other projects' grader test cases ===")
+        me.external_report(args.workers, args.timeout, args.show if args.show else 0)
+    if args.part == "external":
+        return
+    if not Path(args.suite).is_dir():
+        sys.exit(f"evaluation suite not found at {args.suite} (set --suite or TRL_DRGRPO_EVAL_SUITE)")
+    print("\n=== Part 2: rewrites of the evaluation suite's golds ===")
     cases = build_cases(Path(args.suite), args.limit, args.seed)
     n_pos = sum(c.label for c in cases)
     print(

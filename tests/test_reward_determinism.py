@@ -59,11 +59,11 @@ def _grade_in_fresh_process(cases: list[tuple[str, str]]) -> list[float]:
 @pytest.mark.slow
 def test_same_verdicts_idle_and_beside_busy_processes_and_cold():
     from trl_drgrpo.rewards.grader import grade
-    from trl_drgrpo.rewards.symbolic import _to_sympy
+    from trl_drgrpo.rewards.symbolic import _read
 
     cases = symbolic_cases()
     assert len(cases) >= 200
-    _to_sympy.cache_clear()
+    _read.cache_clear()
     idle = [grade("so \\boxed{" + p + "}", g) for p, g in cases]
     # per (a, b): equal, unequal, equal, unequal, equal, equal, unequal, equal
     assert idle == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0] * (len(cases) // 8)

@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any
 
-from .extraction import last_boxed
+from .extraction import gold_boxed
 from .limits import MAX_ELEMENTS
 from .normalization import has_percent, normalize_answer, prime_count, strip_lhs
 from .numbers import numbers_equal, parse_number
@@ -33,15 +33,20 @@ def _unordered_match(preds: list[str], golds: list[str]) -> bool:
 def _structured_equal(pred: str, gold: str) -> bool | None:
     """True/False when both sides are structured answers, None otherwise."""
     ps, gs = _structure(pred), _structure(gold)
+    if ps is None and gs is None:
+        return None
     if ps is None or gs is None:
-        # "x \in [-2,7]" style or a one-element set vs. a bare value: let other stages decide
+        listed, other = (ps, gold) if gs is None else (gs, pred)
+        if len(listed[1]) >= 2 and "," not in other and "=" not in other:
+            return False  # several answers against one ("32, 349" is not 32349)
+        # a one-element set vs. a bare value, a named answer: let other stages decide
         return None
     (pk, pe), (gk, ge) = ps, gs
-    if len(pe) != len(ge) or len(ge) > MAX_ELEMENTS or not all(pe) or not all(ge):
+    if len(ge) > MAX_ELEMENTS or len(pe) > MAX_ELEMENTS or not all(pe) or not all(ge):
         return False
-    if pk == "set" and gk == "set":
-        return _unordered_match(pe, ge)
-    if pk != gk:
+    if pk == "set" and gk == "set":  # a list of answers: order does not count, repeats do
+        return len(pe) == len(ge) and _unordered_match(pe, ge)
+    if pk != gk or len(pe) != len(ge):
         return False
     return all(_equiv_normalized(p, g) for p, g in zip(pe, ge, strict=True))
 
@@ -103,8 +108,10 @@ def _gold_list(gold: Any) -> list[str]:
                 continue
             g = str(int(g)) if g.is_integer() and abs(g) < 1e16 else repr(g)
         g = str(g).strip()
-        if "\\boxed" in g:  # a gold written as a solution: its boxed answer (as the paper's grader does)
-            g = last_boxed(g, lenient=True) or g
+        if (
+            "\\boxed" in g
+        ):  # a gold written as a solution: its boxed answer(s) (the paper's grader takes them)
+            g = gold_boxed(g) or g
         out.append(g)
     return [g for g in out if g]
 

@@ -78,6 +78,32 @@ def last_boxed(text: str, lenient: bool = False) -> str | None:
     return _braced(text, i)
 
 
+_BOX_SEPARATOR_RE = re.compile(
+    r"(?:\s|,|;|\.|\$|\\[()\[\]]|\\q?quad|\\[,;!]|\\text\{\s*(?:and|or)\s*\}|\band\b|\bor\b)*"
+)
+
+
+def gold_boxed(text: str) -> str | None:
+    """The answer of a gold written as a solution: its last ``\\boxed{...}``, joined with the boxes right
+    before it when only separators stand between them (``\\boxed{1}, \\boxed{2}`` -> ``1,2``)."""
+    boxes, start = [], text.find("\\boxed{")
+    while start >= 0 and len(boxes) < 64:
+        content = _braced(text, start + 6)
+        if content is None:
+            break
+        end = start + 7 + len(content) + 1
+        boxes.append((start, end, content.strip()))
+        start = text.find("\\boxed{", end)
+    if not boxes:
+        return None
+    group = [boxes[-1]]
+    for previous in reversed(boxes[:-1]):
+        if not _BOX_SEPARATOR_RE.fullmatch(text[previous[1] : group[0][0]]):
+            break
+        group.insert(0, previous)
+    return ",".join(c for _, _, c in group if c) or None
+
+
 def _extract_r1_paper(text: str) -> str | None:
     if "</think> <answer>" not in text or "</answer>" not in text:
         return None

@@ -43,6 +43,11 @@ _MATRIX_RE = re.compile(
     re.S,
 )
 _DET_RE = re.compile(r"\\begin\{([vV]matrix)\}(.*?)\\end\{\1\}", re.S)
+_DOUBLED_RE = re.compile(
+    r"\\\\(?=(?:frac|dfrac|tfrac|sqrt|left|right|pi|cdot|times|text|mathbf|mathrm|infty|boxed|le|ge|leq|geq|in|cup|"
+    r"cap|pm|circ|sin|cos|tan|log|ln)(?![A-Za-z]))"
+)
+_LIST_COMMA_RE = re.compile(r"\d,[ \t]+\d")  # "32, 349" is a list: a space after the comma
 _GLUE = "\x03"  # a space between two numbers that must not vanish ("2 3" is not 23)
 
 
@@ -87,6 +92,33 @@ def _canonical_matrices(s: str) -> str:
     return _MATRIX_RE.sub(lambda m: "\\begin{pmatrix}" + m.group(2).strip() + "\\end{pmatrix}", s)
 
 
+_CHAIN_RE = re.compile(r"([^<>=\\]+?)(<|\\le) ?([A-Za-z](?:\([A-Za-z]\))?)(<|\\le) ?([^<>=\\][^<>=]*)")
+_CHAIN_DOWN_RE = re.compile(r"([^<>=\\]+?)(>|\\ge) ?([A-Za-z](?:\([A-Za-z]\))?)(>|\\ge) ?([^<>=\\][^<>=]*)")
+
+
+def _chain_to_interval(s: str) -> str:
+    """``a<x\\le b`` -> ``(a,b]`` and ``b>x\\ge a`` -> ``[a,b)``: a variable between two bounds is an interval."""
+    m = _CHAIN_RE.fullmatch(s)
+    if m:
+        low, lop, _, hop, high = m.groups()
+        return ("(" if lop == "<" else "[") + low + "," + high + (")" if hop == "<" else "]")
+    m = _CHAIN_DOWN_RE.fullmatch(s)
+    if m:
+        high, hop, _, lop, low = m.groups()
+        return ("(" if lop == ">" else "[") + low + "," + high + (")" if hop == ">" else "]")
+    return s
+
+
+def _plus_minus(s: str) -> str:
+    """``a\\pm b`` -> ``a-b,a+b`` (one top-level ``\\pm``: two answers)."""
+    if s.count("\\pm") != 1 or "," in s or "=" in s:
+        return s
+    head, tail = s.split("\\pm")
+    if not tail or not _balanced(head) or not _balanced(tail):
+        return s
+    return f"{head}-{tail},{head}+{tail}" if head else f"-{tail},{tail}"
+
+
 def has_percent(answer: Any) -> bool:
     """Whether the answer is written as a percentage (``28\\%``, ``28 percent``, ``28 pct``)."""
     return bool(_PERCENT_RE.search(str(answer)))
@@ -114,6 +146,9 @@ def normalize_answer(answer: Any) -> str:
     if len(s) > MAX_ANSWER_CHARS:
         s = s[:MAX_ANSWER_CHARS]
     s = s.replace("\\$", "").replace("$", "")
+    s = _DOUBLED_RE.sub(lambda m: "\\", s)  # JSON-style doubled backslashes: "\\\\frac" -> "\\frac"
+    listed = bool(_LIST_COMMA_RE.search(s))
+    s = s.replace("<=", "\\le ").replace(">=", "\\ge ")
     s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big|biggl|biggr|bigg|Bigg)\b\.?", "", s)
     s = re.sub(r"\\[dtc]frac", r"\\frac", s)
     s = _WRAPPER_RE.sub(r"\\text", s)
@@ -123,6 +158,7 @@ def normalize_answer(answer: Any) -> str:
     s = _PERCENT_RE.sub("", s)
     s = _PRIME_RE.sub("'", s)
     s = _AND_RE.sub(",", s)
+    s = s.replace(";", ",")  # "(0;-2;6)", "-12;-11": a separator
     s = s.replace("\\geqslant", "\\ge").replace("\\leqslant", "\\le").replace("\\geq", "\\ge")
     s = s.replace("\\leq", "\\le").replace("\\neq", "\\ne").replace("\\cdot", "*").replace("\\times", "*")
     s = s.replace("\\infty", "oo").replace("∞", "oo")
@@ -135,19 +171,28 @@ def normalize_answer(answer: Any) -> str:
     s = _remove_spaces(s)
     s = _canonical_matrices(s)
     s = re.sub(r"([_^])\{([A-Za-z0-9]+)\}", r"\1\2", s)  # x^{2} -> x^2, 52_{8} -> 52_8
-    if _THOUSANDS_RE.match(s):
+    s = _chain_to_interval(s)
+    s = _plus_minus(s)
+    if _THOUSANDS_RE.match(s) and not listed:
         s = s.replace(",", "")
     s = s.strip(",")
+    if len(s) > 2 and s[0] == "{" and s[-1] == "}" and _balanced(s[1:-1]) and "," in s:
+        s = "\\{" + s[1:-1] + "\\}"  # a set written with bare braces: {1,2}
     while len(s) > 2 and s[0] == "(" and s[-1] == ")" and _balanced(s[1:-1]) and "," not in s:
         s = s[1:-1]  # redundant outer parentheses: "(x+1)" -> "x+1" (tuples keep theirs)
     return s
 
 
-_LHS_RE = re.compile(r"^[A-Za-z]{1,3}(?:_\{?[A-Za-z0-9\\ ]+\}?)?(?:\([A-Za-z]\))?=(?!=)")
+_LHS_RE = re.compile(
+    r"^(?:[A-Za-z]{1,3}(?:_\{?[A-Za-z0-9\\ ]+\}?)?(?:\([A-Za-z]\))?|\([A-Za-z](?:,[A-Za-z])+\))(?:=(?!=)|\\in(?![A-Za-z]))"
+)
 
 
 def strip_lhs(normalized: str) -> str | None:
-    """``x=5`` -> ``5`` (a named answer: one ``=``, a short variable or function name on the left), else None."""
-    if normalized.count("=") == 1 and _LHS_RE.match(normalized):
-        return normalized.split("=", 1)[1]
-    return None
+    """``x=5`` -> ``5``, ``(x,y)=(1,2)`` -> ``(1,2)``, ``x\\in[0,1]`` -> ``[0,1]`` (a named answer: one ``=`` or
+    ``\\in``, a short variable, function or tuple of variables on the left), else None."""
+    m = _LHS_RE.match(normalized)
+    if m is None:
+        return None
+    rest = normalized[m.end() :]
+    return None if "=" in rest or "\\in" in rest else rest

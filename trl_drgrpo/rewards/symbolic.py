@@ -27,6 +27,7 @@ _DANGEROUS_RE = re.compile(
 )
 
 
+_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{8,}")
 _TOKEN_RE = re.compile(r"\\[A-Za-z]+|\d+(?:\.\d+)?|[A-Za-z]|[^\s\w]")
 _FUNCTION_RE = re.compile(
     r"\\(?:sqrt|frac|sin|cos|tan|cot|sec|csc|arcsin|arccos|arctan|sinh|cosh|tanh|log|ln|exp|binom)(?![A-Za-z])"
@@ -51,6 +52,8 @@ def structure_ok(s: str) -> bool:
     if not s or len(s) > MAX_SYMBOLIC_CHARS or nesting_depth(s) > MAX_NESTING:
         return False
     if nesting_depth(s, "(", ")") > MAX_PAREN_NESTING:  # the LaTeX parser's cost grows fastest with these
+        return False
+    if _WORD_RE.search(s):  # prose glued into one long "product" of letters: not math, and slow to parse
         return False
     if len(_FUNCTION_RE.findall(s)) > MAX_FUNCTIONS:
         return False
@@ -117,9 +120,8 @@ def _plain_to_latex(s: str) -> str:
     return _GREEK_WORD_RE.sub(r"\\\1", "".join(out))
 
 
-@functools.lru_cache(maxsize=4096)
 def _to_sympy(s: str):
-    """sympy form of a normalized answer (cached: a group's gold is read once per process)."""
+    """sympy form of a normalized answer."""
     from latex2sympy2_extended import latex2sympy
     from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 
@@ -127,8 +129,9 @@ def _to_sympy(s: str):
     return latex2sympy(text, conversion_config=ConversionConfig(lowercase_symbols=False))
 
 
+@functools.lru_cache(maxsize=4096)
 def _read(s: str):
-    """``_to_sympy`` that returns None instead of raising (its failures are cached too)."""
+    """``_to_sympy``, None where it fails; cached (failures too), so a group's gold is read once per process."""
     try:
         return _to_sympy(s)
     except Exception:
@@ -162,10 +165,39 @@ def _imaginary_unit(a, b):
 def _equations_equal(a, b) -> bool | None:
     """``lhs = rhs`` equations are the same when ``lhs - rhs`` of one is a nonzero constant times the other's
     (rearranged, scaled or negated), checked at the fixed sample points."""
-
     da, db = a.lhs - a.rhs, b.lhs - b.rhs
     if da.free_symbols != db.free_symbols or not da.free_symbols:
         return _sympy_expr_equal(a.lhs, b.lhs) and _sympy_expr_equal(a.rhs, b.rhs)
+    ratio = _constant_ratio(da, db)
+    return None if ratio is None else ratio is not False
+
+
+def _relations_equal(a, b) -> bool | None:
+    """Inequalities ``l < r`` / ``l <= r`` (either direction) are the same when ``r - l`` of one is a POSITIVE
+    constant times the other's and both are strict or both are not (``x <= 1`` is ``-x >= -1``)."""
+    import sympy
+
+    def canonical(rel):
+        strict = isinstance(rel, (sympy.StrictLessThan, sympy.StrictGreaterThan))
+        gap = (
+            rel.rhs - rel.lhs
+            if isinstance(rel, (sympy.StrictLessThan, sympy.LessThan))
+            else rel.lhs - rel.rhs
+        )
+        return strict, gap  # the relation says gap > 0 (strict) or gap >= 0
+
+    (sa, ga), (sb, gb) = canonical(a), canonical(b)
+    if sa != sb:
+        return False
+    ratio = _constant_ratio(ga, gb)
+    return None if ratio is None else ratio is not False and ratio > 0
+
+
+def _constant_ratio(da, db):
+    """``da / db`` when it is the same nonzero constant at every sample point, False when it is not, None when
+    undecidable (unknown functions)."""
+    if da.free_symbols != db.free_symbols or not da.free_symbols:
+        return False
     if not (_sympy_size_ok(da) and _sympy_size_ok(db)):
         return None
     symbols = sorted(da.free_symbols, key=str)
@@ -177,20 +209,27 @@ def _equations_equal(a, b) -> bool | None:
         for point in _POINTS:
             values = {sym: point[k % len(point)] + 0.1 * k for k, sym in enumerate(symbols)}
             fa, fb = _point_value(da, values, functions), _point_value(db, values, functions)
+            if fa is None and fb is None:
+                continue
             if fa is None or fb is None or abs(fb) < 1e-12:
-                if fa is None and fb is None:
-                    continue
-                if fb is not None and fa is not None and abs(fa) < 1e-12 and abs(fb) < 1e-12:
+                if fa is not None and fb is not None and abs(fa) < 1e-12:
                     continue
                 return False
             ratios.append(fa / fb)
     except _Unsupported:
         return None
-    except (OverflowError, Exception):
+    except Exception:
         return False
     if len(ratios) < 2 or abs(ratios[0]) < 1e-12:
-        return False if ratios else None
-    return all(abs(r - ratios[0]) <= 1e-9 * abs(ratios[0]) for r in ratios)
+        return False
+    if not all(abs(r - ratios[0]) <= 1e-9 * abs(ratios[0]) for r in ratios):
+        return False
+    if abs(ratios[0].imag) > 1e-9 * abs(ratios[0]):
+        return False
+    return ratios[0].real
+
+
+_RELATIONS = ("StrictLessThan", "LessThan", "StrictGreaterThan", "GreaterThan")
 
 
 def sympy_equal(pred: str, gold: str) -> bool | None:
@@ -205,6 +244,11 @@ def sympy_equal(pred: str, gold: str) -> bool | None:
     if isinstance(a, sympy.Equality) and isinstance(b, sympy.Equality):
         try:
             return _equations_equal(*_imaginary_unit(a, b))
+        except Exception:
+            return None
+    if all(type(x).__name__ in _RELATIONS for x in (a, b)):
+        try:
+            return _relations_equal(a, b)
         except Exception:
             return None
     if not all(isinstance(x, sympy.Expr) for x in (a, b)):
