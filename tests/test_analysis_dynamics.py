@@ -145,9 +145,11 @@ def test_dynamics_group_names_per_run_and_smoothing(runs):
     summary = dynamics(
         [a, b], None, groups=["x", "x"], labels=["A", "B"], smooth=2, window=1, show_progress=False
     )
-    # smoothed rewards of A: [0.1, 0.15, 0.25, 0.35]; of B: [0.3, 0.35, 0.45, 0.55]
-    assert summary["runs"]["A"]["metrics"]["reward"]["end"] == pytest.approx(0.35)
-    assert summary["groups"]["x"]["metrics"]["reward"]["end_mean"] == pytest.approx(0.45)
+    # start/end values are raw; the curves are smoothed: A [0.1, 0.15, 0.25, 0.35], B [0.3, 0.35, 0.45, 0.55]
+    assert summary["runs"]["A"]["metrics"]["reward"]["end"] == pytest.approx(0.4)
+    reward = summary["groups"]["x"]["metrics"]["reward"]
+    assert reward["end_mean"] == pytest.approx(0.5)
+    assert reward["curve"]["mean"] == pytest.approx([0.2, 0.25, 0.35, 0.45])
 
 
 def _cli_error(capsys, argv, match):

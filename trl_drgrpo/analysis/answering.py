@@ -108,7 +108,6 @@ def _plot(results: Mapping[str, dict], out: Path) -> list[str]:
         {t: [rate.get((m, t)) for m in models] for t in templates},
         ylabel="responses that answer",
     )
-    axes[0].set_ylim(0, 105)
     axes[0].set_title("Question-answering ability per template")
     if len(templates) == 1:
         axes[0].legend([templates[0]], fontsize=7)

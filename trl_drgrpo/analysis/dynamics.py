@@ -70,19 +70,17 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def run_series(history: Sequence[Mapping], smooth: int = 1) -> dict[str, dict]:
-    """Each metric of ``METRICS`` the log has: ``{"key", "steps", "values"}`` (values smoothed)."""
+    """Each metric of ``METRICS`` the log has: ``{"key", "steps", "raw", "values"}`` (values smoothed)."""
     out = {}
     for name, (keys, _) in METRICS.items():
         key, steps, values = series(history, keys)
-        if key is None and name == "mean_length":
-            continue
         if key is not None:
-            out[name] = {"key": key, "steps": steps, "values": moving_average(values, smooth)}
+            out[name] = {"key": key, "steps": steps, "raw": values, "values": moving_average(values, smooth)}
     benches = sorted({k for e in history for k in e if k.startswith("eval/") and k.endswith("/accuracy")})
     for key in benches:
         if key != "eval/average/accuracy":
             _, steps, values = series(history, [key])
-            out[key] = {"key": key, "steps": steps, "values": values}
+            out[key] = {"key": key, "steps": steps, "raw": values, "values": values}
     return out
 
 
@@ -166,8 +164,8 @@ def dynamics(
         output_dir: Where ``summary.json``, ``dynamics.md`` and the PNGs go (None: write nothing).
         groups: ``{arm: [run, ...]}`` (runs may be left out of ``run_dirs``), or one arm name per run.
         labels: One display name per run of ``run_dirs`` (default: folder names).
-        window: Logged points averaged for the start and end values of the summary.
-        smooth: Trailing moving-average window applied to the curves (1: raw).
+        window: Logged points averaged for the start and end values of the summary (raw values).
+        smooth: Trailing moving-average window applied to the drawn curves (1: raw).
         title: Figure title.
         show_progress: Accepted for a uniform API (reading logs is quick).
     """
@@ -194,7 +192,7 @@ def dynamics(
             "group": group_of[path],
             "curves": curves,
             "metrics": {
-                m: {"key": c["key"], **endpoint_stats(c["values"], c["steps"], window)}
+                m: {"key": c["key"], **endpoint_stats(c["raw"], c["steps"], window)}
                 for m, c in curves.items()
             },
         }
@@ -271,38 +269,53 @@ def _table(runs: Mapping[str, dict], groups: Mapping[str, dict]) -> str:
     return markdown_table(header, rows, align_right_from=2)
 
 
+def _curve(runs: Mapping[str, dict], groups: Mapping[str, dict], name: str, is_group: bool, metric: str):
+    """``(steps, values, std or None)`` of a run's or a group's metric, or None."""
+    if is_group:
+        stat = groups[name]["metrics"].get(metric)
+        if stat is None:
+            return None
+        c = stat["curve"]
+        return c["steps"], c["mean"], (c["std"] if stat["runs"] > 1 else None)
+    c = runs[name]["curves"].get(metric)
+    return None if c is None else (c["steps"], c["values"], None)
+
+
 def _plot(runs: Mapping[str, dict], groups: Mapping[str, dict], out: Path, title: str | None) -> list[str]:
-    present = [p for p in PANELS if any(m in r["curves"] for r in runs.values() for m in p[1])]
+    def has(m: str) -> bool:
+        return any(m in r["curves"] for r in runs.values())
+
+    # a log without our per-outcome lengths (plain TRL) still gets its mean length drawn
+    by_outcome = PANELS[1][1]
+    panels = [
+        (t, ("mean_length",), y, pct) if ms == by_outcome and not any(map(has, ms)) else (t, ms, y, pct)
+        for t, ms, y, pct in PANELS
+    ]
+    present = [p for p in panels if any(map(has, p[1]))]
     fig, axes = plots.panels(len(present), cols=3, width=4.6, height=3.4)
     colors = plots.plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    grouped = bool(groups)
-    entities = list(groups) if grouped else list(runs)
+    # groups drawn as mean ± std, then the runs that belong to no group
+    entities = [(g, True) for g in groups] + [(n, False) for n, r in runs.items() if r["group"] is None]
     styles = ("-", "--", ":", "-.")
     for ax, (panel, metrics, ylabel, pct) in zip(axes, present, strict=True):
         scale = 100 if pct else 1
-        for i, entity in enumerate(entities):
+        for i, (entity, is_group) in enumerate(entities):
             color = colors[i % len(colors)]
             for j, m in enumerate(metrics):
+                curve = _curve(runs, groups, entity, is_group, m)
+                if curve is None:
+                    continue
+                steps, values, std = curve
                 label = plots.short(entity, 28) + (f" · {_SHORT.get(m, m)}" if len(metrics) > 1 else "")
-                if grouped:
-                    stat = groups[entity]["metrics"].get(m)
-                    if stat is None:
-                        continue
-                    c = stat["curve"]
-                    lo = [scale * (a - b) for a, b in zip(c["mean"], c["std"], strict=True)]
-                    hi = [scale * (a + b) for a, b in zip(c["mean"], c["std"], strict=True)]
-                    ax.plot(
-                        c["steps"], [scale * v for v in c["mean"]], styles[j % 4], color=color, label=label
-                    )
-                    if stat["runs"] > 1:
-                        ax.fill_between(c["steps"], lo, hi, color=color, alpha=0.18, linewidth=0)
-                else:
-                    c = runs[entity]["curves"].get(m)
-                    if c is None:
-                        continue
-                    marker = "o" if len(c["steps"]) < 30 else None
-                    ax.plot(c["steps"], [scale * v for v in c["values"]], styles[j % 4], color=color,
-                            marker=marker, markersize=3, label=label)  # fmt: skip
+                marker = "o" if len(steps) < 30 else None
+                ax.plot(steps, [scale * v for v in values], styles[j % 4], color=color, marker=marker,
+                        markersize=3, label=label)  # fmt: skip
+                if std is not None:
+                    lo = [scale * (a - b) for a, b in zip(values, std, strict=True)]
+                    hi = [scale * (a + b) for a, b in zip(values, std, strict=True)]
+                    ax.fill_between(steps, lo, hi, color=color, alpha=0.18, linewidth=0)
+        if pct:  # fractions from 0, and an all-zero curve (no truncation) on a readable scale
+            ax.set_ylim(0, max(ax.get_ylim()[1], 5))
         ax.set_title(panel)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)

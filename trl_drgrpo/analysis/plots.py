@@ -52,9 +52,11 @@ def grouped_bars(
     ax.set_xticks(range(len(categories)))
     ax.set_xticklabels(categories, rotation=20 if max(map(len, categories), default=0) > 8 else 0, ha="right")
     ax.set_ylabel(ylabel + (" (%)" if percent else ""))
+    if percent:  # from 0; all-zero bars on a readable scale
+        ax.set_ylim(0, max(ax.get_ylim()[1], 5))
     ax.grid(axis="y", alpha=0.3)
-    if len(series) > 1:
-        ax.legend(fontsize=7)
+    if len(series) > 1:  # outside the axes: never over a bar
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
 def short(label: str, limit: int = 40) -> str:
