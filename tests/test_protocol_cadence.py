@@ -124,3 +124,19 @@ def test_tiny_run_evaluates_at_step_0_and_every_rollout(tmp_path, tiny_model_dir
     evals = [h["step"] for h in trainer.state.log_history if "eval/average/accuracy" in h]
     assert evals == [0, 2, 4] == evaluation_steps(2, 4)
     assert sorted(p.name for p in (tmp_path / "run" / "eval").iterdir()) == ["step_0", "step_2", "step_4"]
+
+
+@pytest.mark.parametrize(
+    ("global_step", "at_start", "expected"), [(0, True, [0]), (0, False, []), (384, True, [])]
+)
+def test_step_0_evaluation_only_on_a_fresh_start(global_step, at_start, expected):
+    """Before the first update, not again when a run resumes from a checkpoint."""
+    import types
+
+    callback = EvaluationCallback("amc", every_n_steps=128, eval_at_start=at_start)
+    calls = []
+    callback.evaluate_now = lambda step, args=None, **kwargs: calls.append(step)
+    callback.on_train_begin(None, types.SimpleNamespace(global_step=global_step), None)
+    assert calls == expected
+    callback.on_step_end(None, types.SimpleNamespace(global_step=256), None)
+    assert calls == [*expected, 256]
