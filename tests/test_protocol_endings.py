@@ -51,7 +51,7 @@ def test_unknown_policy_is_one_clear_error(tmp_path):
 @pytest.mark.parametrize(("template", "policy"), sorted(EXPECTED))
 def test_training_takes_the_template_endings(tmp_path, template, policy):
     args = DrGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, endings=policy)
-    assert args.endings == policy  # recorded in the run config (training arguments)
+    assert args.to_dict()["endings"] == policy  # recorded in the run config (training arguments, trackers)
     apply_template_endings(args, get_template(template), {"<|im_end|>": 7})
     strings, tokens = EXPECTED[template, policy]
     assert args.stop_strings == (list(strings) or None)

@@ -215,7 +215,13 @@ class EvaluationCallback(TrainerCallback):
 
     def _grade_kwargs(self) -> dict:
         return dict(
-            n=1, temperature=0.0, top_p=1.0, max_tokens=self.max_tokens, seed=0, stop=self._stops(), **self.grading
+            n=1,
+            temperature=0.0,
+            top_p=1.0,
+            max_tokens=self.max_tokens,
+            seed=0,
+            stop=self._stops(),
+            **self.grading,
         )
 
     def _stops(self) -> tuple[str, ...]:
