@@ -362,3 +362,15 @@ def test_module_entry_point(tmp_path):
         1 / 3,
     )
     assert get_template("qwen_math").format("x") != "x"  # the template inference has something to tell apart
+
+
+def test_templates_from_samples_only_and_non_eval_summaries(tmp_path):
+    folders = _template_evals(tmp_path)
+    expected = templates(folders, None, show_progress=False)["rows"]
+    for f in folders:
+        (f / "summary.json").unlink()  # summarised again from samples.jsonl
+    (tmp_path / "evals" / "summary.json").write_text('{"before": 1}')  # not an evaluation summary: ignored
+    rows = templates([tmp_path / "evals"], None, show_progress=False)["rows"]
+    assert [(r["template"], r["benchmarks"], r["average"]) for r in rows] == [
+        (r["template"], r["benchmarks"], r["average"]) for r in sorted(expected, key=lambda r: r["template"])
+    ]

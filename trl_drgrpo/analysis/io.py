@@ -222,7 +222,11 @@ def load_eval_runs(
         path = Path(raw)
         if not path.exists():
             raise AnalysisError(f"not found: {path}")
-        if path.is_dir() and not (path / SAMPLES_FILE).is_file() and not (path / SUMMARY_FILE).is_file():
+        if (
+            path.is_dir()
+            and not (path / SAMPLES_FILE).is_file()
+            and not _is_eval_summary(path / SUMMARY_FILE)
+        ):
             found = find_eval_dirs(path)
             if not found:
                 raise AnalysisError(
