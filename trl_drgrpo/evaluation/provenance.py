@@ -184,6 +184,7 @@ def add_provenance(
         "model": model_revision(model, revision),
         "dtype": dtype or "auto",
         "datasets": dataset_fingerprints(datasets_by_name, limit),
-        "grader": grader_settings(template, answer_format),
+        # the evaluation's own record of the answer format wins over the default
+        "grader": grader_settings(template, summary.get("config", {}).get("answer_format", answer_format)),
     }
     return summary
