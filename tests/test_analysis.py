@@ -370,7 +370,26 @@ def test_templates_from_samples_only_and_non_eval_summaries(tmp_path):
     for f in folders:
         (f / "summary.json").unlink()  # summarised again from samples.jsonl
     (tmp_path / "evals" / "summary.json").write_text('{"before": 1}')  # not an evaluation summary: ignored
+    templates(
+        [tmp_path / "evals"], tmp_path / "evals" / "table", show_progress=False
+    )  # its summary.json is no evaluation
     rows = templates([tmp_path / "evals"], None, show_progress=False)["rows"]
     assert [(r["template"], r["benchmarks"], r["average"]) for r in rows] == [
         (r["template"], r["benchmarks"], r["average"]) for r in sorted(expected, key=lambda r: r["template"])
     ]
+
+
+def test_unforeseen_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    import trl_drgrpo.analysis.cli as cli
+
+    def boom(args):
+        raise KeyError("field")
+
+    monkeypatch.setattr(cli, "run_command", boom)
+    monkeypatch.delenv("TRL_DRGRPO_TRACEBACK", raising=False)
+    assert main(["passk", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "unexpected input (KeyError: 'field')" in err
+    monkeypatch.setenv("TRL_DRGRPO_TRACEBACK", "1")
+    with pytest.raises(KeyError):
+        main(["passk", str(tmp_path)])

@@ -11,6 +11,7 @@ Commands (each writes ``summary.json``, ``<command>.md`` and PNG plots into ``--
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -188,6 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"trl-drgrpo analyze {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # input shaped in a way no check foresaw: still one line, traceback on request
+        if os.environ.get("TRL_DRGRPO_TRACEBACK"):
+            raise
+        print(
+            f"trl-drgrpo analyze {args.command}: error: unexpected input ({type(err).__name__}: {err}); "
+            "TRL_DRGRPO_TRACEBACK=1 shows where",
+            file=sys.stderr,
+        )
+        return 1
     out = Path(args.output_dir)
     table = out / f"{args.command}.md"
     if table.is_file():

@@ -113,7 +113,12 @@ def _is_eval_summary(path: Path) -> bool:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    return isinstance(data, dict) and "benchmarks" in data
+    return _is_eval_dict(data)
+
+
+def _is_eval_dict(data: Any) -> bool:
+    # an analysis' own summary.json has a "command" key; an evaluation's maps benchmarks to metrics
+    return isinstance(data, dict) and isinstance(data.get("benchmarks"), dict) and "command" not in data
 
 
 def _model_and_step(config: Mapping, summary: Mapping | None, folder: Path) -> tuple[str | None, int | None]:
@@ -158,8 +163,8 @@ def load_eval_run(
         if not samples_path.is_file() and not summary_path.is_file():
             raise AnalysisError(f"{path} holds no {SAMPLES_FILE} or {SUMMARY_FILE}")
     summary = _read_json(summary_path) if summary_path and summary_path.is_file() else None
-    if summary is not None and not (isinstance(summary, dict) and "benchmarks" in summary):
-        raise AnalysisError(f"{summary_path} is not an evaluation summary (no 'benchmarks' key)")
+    if summary is not None and not _is_eval_dict(summary):
+        raise AnalysisError(f"{summary_path} is not an evaluation summary (no 'benchmarks' mapping)")
     config = _read_json(config_path) if config_path and config_path.is_file() else {}
     if not config and summary is not None:
         config = dict(summary.get("config") or {})

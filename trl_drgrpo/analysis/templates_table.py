@@ -136,7 +136,7 @@ def templates(
     runs = load_eval_runs(inputs, need_samples=False, labels=labels)
     rows = table_rows(runs)
     table = markdown(rows)
-    summary = {"command": "templates", "benchmarks": list(BENCHMARKS), "rows": rows}
+    summary = {"command": "templates", "benchmark_names": list(BENCHMARKS), "rows": rows}
     if output_dir is not None:
         out = prepare_output(output_dir)
         summary["plots"] = _plot(rows, out)
