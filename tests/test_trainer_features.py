@@ -135,12 +135,16 @@ def test_plain_grpo_config_is_refused_with_a_hint(tiny_model_dir, tmp_path):
     [
         ({"num_generations": 1}, "at least 2 generations"),
         ({"loss_normalizer": 0.0}, "loss_normalizer must be positive"),
-        ({"loss_type": "dapo"}, "contradicts length_normalization"),
-        ({"scale_rewards": "group"}, "contradicts std_normalization"),
-        ({"length_normalization": True, "loss_type": "dr_grpo"}, "contradicts length_normalization"),
-        ({"scale_rewards": True}, r"scale_rewards=True contradicts std_normalization=False"),
-        ({"scale_rewards": "batch", "std_normalization": True}, "contradicts std_normalization=True"),
-        ({"loss_type": "cispo"}, "use trl.GRPOTrainer for them"),
+        ({"loss_type": "dapo"}, r"loss_type='dapo' is neither of the paper's two settings"),
+        ({"loss_type": "cispo"}, r"use trl.GRPOTrainer for loss_type='cispo'"),
+        ({"scale_rewards": "batch"}, r"scale_rewards='batch' is neither"),
+        ({"length_normalization": True, "loss_type": "dr_grpo"}, "contradicts length_normalization=True"),
+        ({"std_normalization": False, "scale_rewards": "group"}, "contradicts std_normalization=False"),
+        # TRL accepts scale_rewards=True for 'group': the message names the value the user wrote
+        (
+            {"std_normalization": False, "scale_rewards": True},
+            r"scale_rewards=True contradicts std_normalization",
+        ),
         ({"std_eps": -1.0}, "std_eps must be >= 0"),
         ({"no_signal_patience": -1}, "no_signal_patience must be >= 0"),
     ],
@@ -167,19 +171,31 @@ def test_paper_defaults():
 
 
 @pytest.mark.parametrize(
-    "overrides",
+    ("overrides", "switches"),
     [
-        {"scale_rewards": "none", "loss_type": "dr_grpo"},
-        {"scale_rewards": False},
-        {"std_normalization": True, "scale_rewards": True, "length_normalization": True, "loss_type": "grpo"},
+        ({}, (False, False)),  # the paper
+        ({"scale_rewards": "none", "loss_type": "dr_grpo"}, (False, False)),
+        ({"scale_rewards": False}, (False, False)),
+        # TRL's names alone set the switches, so a GRPOConfig(...) call keeps its meaning after the drop-in
+        ({"loss_type": "grpo"}, (True, False)),
+        ({"scale_rewards": "group"}, (False, True)),
+        ({"scale_rewards": True, "loss_type": "grpo"}, (True, True)),
+        ({"std_normalization": True, "scale_rewards": True, "length_normalization": True}, (True, True)),
         # TRL features that compose with the paper's aggregation are accepted as they are
-        {"entropy_coef": 0.01, "top_entropy_quantile": 0.5, "off_policy_mask_threshold": 0.5},
-        {"importance_sampling_level": "sequence", "multi_objective_aggregation": "normalize_then_sum"},
-        {"use_adaptive_entropy": True},
+        (
+            {"entropy_coef": 0.01, "top_entropy_quantile": 0.5, "off_policy_mask_threshold": 0.5},
+            (False, False),
+        ),
+        (
+            {"importance_sampling_level": "sequence", "multi_objective_aggregation": "normalize_then_sum"},
+            (False, False),
+        ),
+        ({"use_adaptive_entropy": True}, (False, False)),
     ],
 )
-def test_settings_that_agree_with_the_switches_are_accepted(tmp_path, overrides):
+def test_settings_that_agree_with_the_switches_are_accepted(tmp_path, overrides, switches):
     args = _args(tmp_path, **overrides)
+    assert (args.length_normalization, args.std_normalization) == switches
     assert args.loss_type == ("grpo" if args.length_normalization else "dr_grpo")
     assert args.scale_rewards == ("group" if args.std_normalization else "none")
 

@@ -50,12 +50,14 @@ class DrGRPOConfig(GRPOConfig):
     recipe and two switches that reproduce its 2x2 ablation.
 
     Parameters:
-        length_normalization (`bool`, defaults to `False`):
+        length_normalization (`bool` or `None`, defaults to `None` = `False`):
             Divide each response's token-loss sum by its own length |o_i| (GRPO). `False` divides by one constant
-            (`loss_normalizer`) instead, removing the length bias (Dr. GRPO).
-        std_normalization (`bool`, defaults to `False`):
+            (`loss_normalizer`) instead, removing the length bias (Dr. GRPO). Unset, it follows TRL's `loss_type`
+            when that is given (`"grpo"` = `True`, `"dr_grpo"` = `False`), else `False`.
+        std_normalization (`bool` or `None`, defaults to `None` = `False`):
             Divide each group's advantages by the std of its rewards (GRPO). `False` keeps
-            `A_i = r_i - mean(r)`, removing the question-difficulty bias (Dr. GRPO).
+            `A_i = r_i - mean(r)`, removing the question-difficulty bias (Dr. GRPO). Unset, it follows TRL's
+            `scale_rewards` when that is given (`"group"`/`True` = `True`, `"none"`/`False` = `False`), else `False`.
         loss_normalizer (`float` or `None`, defaults to `None`):
             The constant of Dr. GRPO's aggregation. `None` uses `max_completion_length`, the generation budget.
         truncated_completion_reward (`float` or `None`, defaults to `0.0`):
@@ -90,16 +92,18 @@ class DrGRPOConfig(GRPOConfig):
     `multi_objective_aggregation`, Liger kernels, ...) works as in TRL, on top of the paper's aggregation.
     """
 
-    length_normalization: bool = field(
-        default=False,
+    length_normalization: bool | None = field(
+        default=None,
         metadata={
-            "help": "Divide each response's loss by its own length |o_i| (GRPO; brings back the length bias)."
+            "help": "Divide each response's loss by its own length |o_i| (GRPO; brings back the length bias). Unset: "
+            "from loss_type if given ('grpo' = true, 'dr_grpo' = false), else false (Dr. GRPO)."
         },
     )
-    std_normalization: bool = field(
-        default=False,
+    std_normalization: bool | None = field(
+        default=None,
         metadata={
-            "help": "Divide advantages by the group's reward std (GRPO; brings back the difficulty bias)."
+            "help": "Divide advantages by the group's reward std (GRPO; brings back the difficulty bias). Unset: "
+            "from scale_rewards if given ('group' = true, 'none' = false), else false (Dr. GRPO)."
         },
     )
     loss_normalizer: float | None = field(
@@ -198,11 +202,17 @@ class DrGRPOConfig(GRPOConfig):
     )
     loss_type: str | None = field(
         default=None,
-        metadata={"help": "Derived from length_normalization ('grpo' if on, else 'dr_grpo'); leave unset."},
+        metadata={
+            "help": "TRL's name for the aggregation: 'dr_grpo' (length_normalization false) or 'grpo' (true); "
+            "derived from length_normalization when unset. Other TRL loss types are refused."
+        },
     )
     scale_rewards: str | None = field(
         default=None,
-        metadata={"help": "Derived from std_normalization ('group' if on, else 'none'); leave unset."},
+        metadata={
+            "help": "TRL's name for the std switch: 'none' (std_normalization false) or 'group' (true); derived "
+            "from std_normalization when unset. 'batch' is refused."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -241,26 +251,33 @@ class DrGRPOConfig(GRPOConfig):
             self.generation_batch_size, self.steps_per_generation = generation_batch_size, None
 
     def _derive_trl_switches(self) -> None:
-        """Fill TRL's `loss_type`/`scale_rewards` from the two switches, refusing a contradiction."""
-        wanted = {
-            "loss_type": _LOSS_TYPE[self.length_normalization],
-            "scale_rewards": _SCALE_REWARDS[self.std_normalization],
-        }
-        switch = {"loss_type": "length_normalization", "scale_rewards": "std_normalization"}
-        for name, value in (("loss_type", self.loss_type), ("scale_rewards", self.scale_rewards)):
-            same = value if not isinstance(value, bool) else _SCALE_REWARDS[value]  # TRL accepts bools
-            if value is not None and same != wanted[name]:
-                flag = switch[name]
+        """Settle each switch and its TRL name (`loss_type`, `scale_rewards`) together; refuse a contradiction.
+
+        A switch left unset follows its TRL name when that is given (so `GRPOConfig(loss_type="grpo", ...)` keeps
+        its meaning after the drop-in), else takes the paper's value (`False`).
+        """
+        for switch, name, names in (
+            ("length_normalization", "loss_type", _LOSS_TYPE),
+            ("std_normalization", "scale_rewards", _SCALE_REWARDS),
+        ):
+            flag, value = getattr(self, switch), getattr(self, name)
+            trl_value = _SCALE_REWARDS[value] if isinstance(value, bool) else value  # TRL accepts bools
+            implied = {v: k for k, v in names.items()}.get(trl_value)
+            if value is not None and implied is None:
                 raise ValueError(
-                    f"{name}={value!r} contradicts {flag}={getattr(self, flag)}: DrGRPOConfig derives {name} from "
-                    f"{flag} ({wanted[name]!r}). Leave {name} unset and set {flag} instead"
-                    + (
-                        "; TRL's other loss types are not Dr. GRPO/GRPO, use trl.GRPOTrainer for them."
-                        if name == "loss_type" and value not in _LOSS_TYPE.values()
-                        else "."
-                    )
+                    f"{name}={value!r} is neither of the paper's two settings ({names[False]!r}: {switch}=False, "
+                    f"{names[True]!r}: {switch}=True). DrGRPOTrainer trains Dr. GRPO and its GRPO ablations only; "
+                    f"use trl.GRPOTrainer for {name}={value!r}."
                 )
-        self.loss_type, self.scale_rewards = wanted["loss_type"], wanted["scale_rewards"]
+            if flag is None:
+                flag = implied if value is not None else False
+            elif value is not None and implied != flag:
+                raise ValueError(
+                    f"{name}={value!r} contradicts {switch}={flag}, which means {name}={names[flag]!r}. Set one of "
+                    "the two (or both consistently)."
+                )
+            setattr(self, switch, bool(flag))
+            setattr(self, name, names[bool(flag)])
 
 
 @dataclass
@@ -283,11 +300,26 @@ class DrGRPOScriptArguments(ScriptArguments):
     template: str = field(
         default="qwen_math", metadata={"help": "Prompt template: r1, qwen_math, no (or registered)."}
     )
+    reward: str = field(
+        default="math",
+        metadata={
+            "help": "Reward by name: math (this project's grader), math_verify (plain Math-Verify), a "
+            "registered name, or `module.path:function` taking (answer, gold)."
+        },
+    )
+    answer_format: str = field(
+        default="paper",
+        metadata={
+            "help": "Answer extraction rules: paper (the paper's exact r1 tags / \\boxed{} rules) or lenient.",
+            "choices": ["paper", "lenient"],
+        },
+    )
     reward_num_workers: int = field(
         default=2, metadata={"help": "Grading worker processes per training process."}
     )
     reward_timeout_s: float = field(
-        default=1.0, metadata={"help": "Hard time limit for grading one response."}
+        default=5.0,
+        metadata={"help": "Hard time limit for grading one response (last resort; rules bound the work first)."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N questions."})
     rollout_func: str | None = field(
@@ -310,7 +342,8 @@ class DrGRPOScriptArguments(ScriptArguments):
         },
     )
     eval_every_steps: int | None = field(
-        default=None, metadata={"help": "In-training eval every N optimizer steps; overrides eval_every_rollouts."}
+        default=None,
+        metadata={"help": "In-training eval every N optimizer steps; overrides eval_every_rollouts."},
     )
     eval_at_start: bool = field(
         default=True, metadata={"help": "Evaluate before the first update (step 0), as the paper."}
