@@ -60,6 +60,9 @@ def _equiv_normalized(pred: str, gold: str, allow_math_verify: bool = False) -> 
         return False  # E' is not E, f'(x) is not f(x)
     if re.fullmatch(r"[A-Za-z ]+", pred) and re.fullmatch(r"[A-Za-z ]+", gold) and len(gold) > 1:
         return pred.lower() == gold.lower()  # words ("Evelyn", "east") compare case-insensitively
+    p_rhs, g_rhs = strip_lhs(pred), strip_lhs(gold)
+    if (p_rhs is None) != (g_rhs is None) and not (pred.count("=") == 1 and gold.count("=") == 1):
+        return _equiv_normalized(p_rhs or pred, g_rhs or gold, allow_math_verify)  # "x=5" vs "5"
     pb, gb = _BASE_RE.fullmatch(pred), _BASE_RE.fullmatch(gold)
     if pb or gb:  # numbers written in a base: 4343_6
         return bool(pb and gb) and _base_value(pb) == _base_value(gb) is not None
@@ -69,15 +72,12 @@ def _equiv_normalized(pred: str, gold: str, allow_math_verify: bool = False) -> 
     structured = _structured_equal(pred, gold)
     if structured is not None:
         return structured
-    p_rhs, g_rhs = strip_lhs(pred), strip_lhs(gold)
     if pred.count("=") == 1 and gold.count("=") == 1:  # two equations: the same up to rearrangement and scale
         if sympy_equal(pred, gold):
             return True
         if p_rhs is None or g_rhs is None or pred.split("=", 1)[0] != gold.split("=", 1)[0]:
             return False
         return _equiv_normalized(p_rhs, g_rhs, allow_math_verify)
-    if (p_rhs is None) != (g_rhs is None):  # a named answer against a bare one: "x=5" vs "5"
-        return _equiv_normalized(p_rhs or pred, g_rhs or gold, allow_math_verify)
     symbolic = sympy_equal(pred, gold)
     if symbolic is not None:
         return symbolic

@@ -12,3 +12,4 @@ MAX_NESTING = 6  # deepest bracket nesting handed to sympy (nested / continued f
 MAX_PAREN_NESTING = 3  # deepest parenthesis nesting handed to sympy
 MAX_FUNCTIONS = 12  # most function-like commands (\sqrt, \frac, \sin, ...) handed to sympy
 MAX_TOKENS = 160  # most tokens (commands, numbers, letters, operators) handed to sympy
+MAX_VERIFY_TOKENS = 60  # most tokens per side handed to Math-Verify's verify (the last-resort check)

@@ -66,7 +66,7 @@ class MathReward:
         template: str | Template = "qwen_math",
         answer_column: str = "answer",
         answer_format: str = "paper",
-        timeout_s: float = 1.0,
+        timeout_s: float = 5.0,
         num_workers: int = 2,
         grade_fn: GradeFn | None = None,
         name: str = "math_reward",

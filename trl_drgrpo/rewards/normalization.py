@@ -111,7 +111,12 @@ def _chain_to_interval(s: str) -> str:
 
 def _plus_minus(s: str) -> str:
     """``a\\pm b`` -> ``a-b,a+b`` (one top-level ``\\pm``: two answers)."""
-    if s.count("\\pm") != 1 or "," in s or "=" in s:
+    if s.count("\\pm") != 1 or "," in s:
+        return s
+    rhs = strip_lhs(s)
+    if rhs is not None:  # "x=1\\pm\\sqrt{2}": the two values of x
+        return _plus_minus(rhs)
+    if "=" in s:
         return s
     head, tail = s.split("\\pm")
     if not tail or not _balanced(head) or not _balanced(tail):
@@ -170,9 +175,8 @@ def normalize_answer(answer: Any) -> str:
         s = (m.group(1) or m.group(2) or m.group(3)).upper()
     s = _remove_spaces(s)
     s = _canonical_matrices(s)
-    s = re.sub(r"([_^])\{([A-Za-z0-9]+)\}", r"\1\2", s)  # x^{2} -> x^2, 52_{8} -> 52_8
+    s = re.sub(r"([_^])\{([A-Za-z0-9]+)\}(?![A-Za-z0-9])", r"\1\2", s)  # x^{2} -> x^2, 52_{8} -> 52_8
     s = _chain_to_interval(s)
-    s = _plus_minus(s)
     if _THOUSANDS_RE.match(s) and not listed:
         s = s.replace(",", "")
     s = s.strip(",")
@@ -180,7 +184,7 @@ def normalize_answer(answer: Any) -> str:
         s = "\\{" + s[1:-1] + "\\}"  # a set written with bare braces: {1,2}
     while len(s) > 2 and s[0] == "(" and s[-1] == ")" and _balanced(s[1:-1]) and "," not in s:
         s = s[1:-1]  # redundant outer parentheses: "(x+1)" -> "x+1" (tuples keep theirs)
-    return s
+    return _plus_minus(s)
 
 
 _LHS_RE = re.compile(

@@ -76,7 +76,7 @@ def build_reward(
     template: str | Template = "qwen_math",
     answer_format: str = "paper",
     answer_column: str = "answer",
-    timeout_s: float = 1.0,
+    timeout_s: float = 5.0,
     num_workers: int = 2,
 ) -> MathReward:
     """A TRL reward function for the reward called ``name`` (logged under ``<name>_reward``)."""

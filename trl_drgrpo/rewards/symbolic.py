@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import cmath
 import functools
 import logging
 import math
 import re
+import zlib
 
 from .limits import (
     MAX_EXPONENT,
@@ -15,6 +17,7 @@ from .limits import (
     MAX_PAREN_NESTING,
     MAX_SYMBOLIC_CHARS,
     MAX_TOKENS,
+    MAX_VERIFY_TOKENS,
     REL_TOL,
 )
 from .structures import _balanced
@@ -68,7 +71,7 @@ def _safe_for_symbolic(s: str) -> bool:
         return False
     if not _balanced(s) or _DANGEROUS_RE.search(s) or _NESTED_POW_RE.search(s):
         return False
-    if re.search(r"[\d)}]\s*_", s):  # latex2sympy drops subscripts of numbers: 4343_6 would read as 4343
+    if re.search(r"(?<![\w{^])\d+\s*_", s):  # latex2sympy drops subscripts of numbers: 4343_6 would read as 4343
         return False
     if any(len(d) > 60 for d in re.findall(r"\d+", s)):
         return False
@@ -125,7 +128,7 @@ def _to_sympy(s: str):
     from latex2sympy2_extended import latex2sympy
     from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 
-    text = _plain_to_latex(s.replace("oo", "\\infty"))
+    text = _plain_to_latex(s.replace("oo", "\\infty")).replace("\\hbar", "h_{bar}")  # a symbol the parser lacks
     return latex2sympy(text, conversion_config=ConversionConfig(lowercase_symbols=False))
 
 
@@ -333,6 +336,7 @@ def _float_functions() -> dict:
 def _float_eval(expr, subs: dict, functions: dict) -> complex:
     """Evaluate ``expr`` with Python complex floats: bounded in time, raises ``OverflowError`` on huge values."""
     import sympy
+    from sympy.core.function import AppliedUndef
 
     if isinstance(expr, sympy.Symbol):
         if expr not in subs:
@@ -366,6 +370,12 @@ def _float_eval(expr, subs: dict, functions: dict) -> complex:
         value = g(n + 1) / (g(k + 1) * g(n - k + 1))
     elif expr.func in functions:
         value = functions[expr.func](*(_float_eval(arg, subs, functions) for arg in expr.args))
+    elif isinstance(expr, AppliedUndef) and len(expr.args) == 1:
+        # an unknown function f(u) (e.g. \omega(v+1/2) read as a call): the same fixed smooth function of u on
+        # both sides, chosen by the name, so reordering compares equal and f(2u) vs 2f(u) does not
+        u = _float_eval(expr.args[0], subs, functions)
+        k = 1 + (zlib.crc32(str(expr.func).encode()) % 997) / 997
+        value = cmath.sin(k * u + 0.3) + 0.7 * k * u
     else:
         raise _Unsupported(type(expr).__name__)
     if not (abs(value) <= _FLOAT_LIMIT):  # also catches inf and nan
@@ -434,24 +444,37 @@ def _sympy_expr_equal(a, b) -> bool | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _mv_parse(text: str):
+    """Math-Verify's reading of ``$text$`` (cached: a group's gold is read once per process); None if unread."""
+    from math_verify import parse
+
+    try:
+        parsed = parse(f"${text}$", parsing_timeout=None)
+    except Exception:
+        return None
+    return parsed or None
+
+
 def math_verify_equal(pred: str, gold: str) -> bool:
-    """Math-Verify with its signal-based timeouts disabled (callers guard the input size)."""
-    from math_verify import parse, verify
+    """Math-Verify with its signal-based timeouts disabled; only on small inputs (its ``verify`` simplifies,
+    so its cost grows fast with size: the bound is decided here, before it runs)."""
+    import sympy
+    from math_verify import verify
 
     if not (_safe_for_symbolic(pred) and _safe_for_symbolic(gold)):
         return False
+    if max(len(_TOKEN_RE.findall(pred)), len(_TOKEN_RE.findall(gold))) > MAX_VERIFY_TOKENS:
+        return False
     for name in ("math_verify.parser", "math_verify.grader"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        g = parse(f"${gold}$", parsing_timeout=None)
-        p = parse(f"${pred}$", parsing_timeout=None)
-        if not g or not p:
+    g, p = _mv_parse(gold), _mv_parse(pred)
+    if g is None or p is None:
+        return False
+    for parsed in (g[0], p[0]):  # a misread side (e.g. \gamma read as the Gamma function's pole)
+        if isinstance(parsed, sympy.Basic) and parsed.has(sympy.zoo, sympy.nan):
             return False
-        import sympy
-
-        for parsed in (g[0], p[0]):  # a misread side (e.g. \gamma read as the Gamma function's pole)
-            if isinstance(parsed, sympy.Basic) and parsed.has(sympy.zoo, sympy.nan):
-                return False
+    try:
         return bool(verify(g, p, timeout_seconds=None))
     except Exception:
         return False
