@@ -25,7 +25,7 @@ from .data import check_model_source, load_problems, to_prompt_dataset
 from .outputs import finish_run
 from .precision import apply_master_weights
 from .preflight import check_trackers
-from .rewards import MathReward
+from .rewards import build_reward
 from .templates import Template, get_template
 from .trainer import DrGRPOTrainer
 
@@ -51,6 +51,8 @@ def build_callbacks(script_args: DrGRPOScriptArguments, training_args: DrGRPOCon
             data=script_args.eval_data,
             max_tokens=script_args.eval_max_tokens or training_args.max_completion_length,
             output_dir=training_args.output_dir,
+            reward=script_args.reward,
+            answer_format=script_args.answer_format,
         )
     ]
 
@@ -128,8 +130,10 @@ def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_
         eval_dataset = to_prompt_dataset(
             test_problems, template, script_args.problem_column, script_args.answer_column
         )
-    reward = MathReward(
+    reward = build_reward(
+        script_args.reward,
         template=template,
+        answer_format=script_args.answer_format,
         answer_column=script_args.answer_column,
         timeout_s=script_args.reward_timeout_s,
         num_workers=script_args.reward_num_workers,

@@ -18,7 +18,7 @@ from .backends import GenerationBackend, _check_sampling, effective_stops, make_
 from .benchmarks import load_benchmark, resolve_benchmarks
 from .provenance import add_provenance
 from .report import SAMPLES_FILE, append_jsonl, check_output_dir, start_output_dir, write_results
-from .scoring import Problem, build_summary, generate_and_grade
+from .scoring import Problem, build_summary, generate_and_grade, shared_grader
 from .vllm_backend import VLLMBackend
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ RESULT_KEYS = (
     "stop",
     "revision",
     "dtype",
+    "reward",
+    "answer_format",
 )
 
 
@@ -94,6 +96,8 @@ def evaluate(
     gpu_memory_utilization: float = 0.9,
     show_progress: bool = True,
     on_chunk: Callable[[list[dict]], None] | None = None,
+    reward: str = "math",
+    answer_format: str = "paper",
 ) -> dict:
     """Evaluate ``model`` on ``benchmarks``, write the results into ``output_dir`` and return the summary.
 
@@ -124,6 +128,8 @@ def evaluate(
         gpu_memory_utilization: Share of each GPU's memory vLLM may use.
         show_progress: Show progress bars.
         on_chunk: Called with the records of each saved chunk.
+        reward: Grader by name (``math``, ``math_verify`` or registered; see ``trl_drgrpo.rewards.registry``).
+        answer_format: ``paper`` (the paper's extraction rules) or ``lenient``.
     """
     template = get_template(template)
     names = resolve_benchmarks(benchmarks)
@@ -151,7 +157,10 @@ def evaluate(
         "data_parallel_size": data_parallel_size,
         "revision": revision,
         "dtype": dtype,
+        "reward": reward,
+        "answer_format": answer_format,
     }
+    grader = shared_grader(reward, template, answer_format)  # fails early on an unknown name; warm pool
     if backend_name is not None and isinstance(model, (str, os.PathLike)):
         check_model_source(str(model))  # one line instead of transformers' invalid-repo-id traceback
     datasets_by_name = {name: load_benchmark(name, data) for name in names}
@@ -203,6 +212,7 @@ def evaluate(
                         max_tokens=max_tokens,
                         seed=group_seed,
                         stop=config["stop"],
+                        grader=grader,
                     )
                 append_jsonl(samples_path, new)
                 records.extend(new)
@@ -238,6 +248,13 @@ class EvaluationArguments:
         default=None, metadata={"help": "Hub id or local folder of the model to evaluate."}
     )
     template: str = field(default="qwen_math", metadata={"help": "Prompt template: r1, qwen_math or no."})
+    reward: str = field(
+        default="math", metadata={"help": "Grader by name: math, math_verify, registered, or module.path:function."}
+    )
+    answer_format: str = field(
+        default="paper",
+        metadata={"help": "Answer extraction: paper (the paper's rules) or lenient.", "choices": ["paper", "lenient"]},
+    )
     benchmarks: str = field(
         default="aime,amc,math,minerva,olympiad_bench",
         metadata={"help": "Comma-separated benchmarks among aime, amc, math, minerva, olympiad_bench."},
