@@ -91,7 +91,10 @@ def _run(folder: Path, faults: str = "") -> subprocess.CompletedProcess:
         FAULTS_DIR_ENV: str(folder),
     }
     cmd = [sys.executable, str(SCRIPT), "--config", str(folder / "recipe.yaml")]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    # A session of its own: the SIGTERM fault signals the process group, as a scheduler does.
+    return subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, start_new_session=True
+    )
 
 
 def _outcome(folder: Path) -> dict:
@@ -170,11 +173,11 @@ def test_sigkill_anywhere_then_the_same_command_gives_the_uninterrupted_run(
 @pytest.mark.slow
 def test_sigterm_saves_mid_rollout_exits_and_resumes_exactly(tiny_model_dir, tmp_path, uninterrupted):
     _recipe(tmp_path, tiny_model_dir)
-    stopped = _run(tmp_path, "term:7")
+    stopped = _run(tmp_path, "term:9")
     assert stopped.returncode == SIGTERM_EXIT_CODE, stopped.stderr[-3000:]
-    assert "Stopped by SIGTERM after optimizer step 7" in stopped.stderr
+    assert "Stopped by SIGTERM after optimizer step 9" in stopped.stderr
     assert "Traceback" not in stopped.stderr
-    checkpoint = tmp_path / "run" / "checkpoint-7"
+    checkpoint = tmp_path / "run" / "checkpoint-9"
     assert (checkpoint / "trainer_state.json").is_file()
     assert not (tmp_path / "run" / "model.safetensors").exists()  # the run is not finished
     state = torch.load(checkpoint / "drgrpo_rollout_state_0.pt", weights_only=False)
@@ -182,7 +185,7 @@ def test_sigterm_saves_mid_rollout_exits_and_resumes_exactly(tiny_model_dir, tmp
         state["buffered_inputs"] is not None
     )  # step 7 is inside a rollout: its second half is in the checkpoint
 
-    resumed = _run(tmp_path, "term:7")
+    resumed = _run(tmp_path, "term:9")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "checkpoint-7" in resumed.stderr
+    assert "checkpoint-9" in resumed.stderr
     _assert_same(_outcome(tmp_path), uninterrupted)

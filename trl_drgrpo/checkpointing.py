@@ -199,7 +199,8 @@ class EpochRepeatSampler(RepeatSampler):
 
 # ---------------------------------------------------------------------------------------------- faults (tests)
 def fault_point(kind: str, step: int) -> None:
-    """Test-only: kill this process (SIGTERM for ``term``, else SIGKILL) at a point named in ``$TRL_DRGRPO_TEST_FAULTS``."""
+    """Test-only: at a point named in ``$TRL_DRGRPO_TEST_FAULTS``, SIGKILL this process, or for ``term`` send
+    SIGTERM to its process group (run it in a session of its own)."""
     spec = os.environ.get(FAULTS_ENV)
     if not spec or f"{kind}:{step}" not in {s.strip() for s in spec.split(",")}:
         return
@@ -208,7 +209,10 @@ def fault_point(kind: str, step: int) -> None:
         return
     marker.touch()
     logger.warning("test fault %s:%d fires", kind, step)
-    os.kill(os.getpid(), signal.SIGTERM if kind == "term" else signal.SIGKILL)
+    if kind == "term":  # as a scheduler does: the whole process group (grading workers too)
+        os.killpg(os.getpgrp(), signal.SIGTERM)
+    else:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------------------------- SIGTERM
@@ -360,8 +364,12 @@ class CrashSafeTrainerMixin:
         name = f"checkpoint-{self.state.global_step}"
         staging_run_dir = os.path.join(run_dir, STAGING_PREFIX + name)
         if self.args.should_save:
-            for stale in Path(run_dir).glob(f"{STAGING_PREFIX}checkpoint-*"):
-                shutil.rmtree(stale, ignore_errors=True)  # left by a save that was killed
+            stale = [
+                *Path(run_dir).glob(f"{STAGING_PREFIX}checkpoint-*"),
+                *Path(run_dir).glob("checkpoint-*.replaced"),
+            ]
+            for folder in stale:
+                shutil.rmtree(folder, ignore_errors=True)  # left by a save that was killed
             os.makedirs(staging_run_dir, exist_ok=True)
         self.accelerator.wait_for_everyone()
         self._staging_run_dir = staging_run_dir
