@@ -225,16 +225,23 @@ class GracefulStop:
         self.installed = False
 
     def handler(self, signum: int, frame: Any) -> None:
+        # Repeats are ignored: a launcher (torchrun) forwards the scheduler's SIGTERM to processes that already
+        # got it from the scheduler. SIGKILL still ends the run at once (checkpoints are atomic, so that is safe).
+        if not self.requested:
+            logger.warning(
+                "SIGTERM: finishing the current optimizer step, then saving a checkpoint and stopping"
+            )
         self.requested = True
-        # A second SIGTERM kills at once (checkpoints are atomic, so that is safe too).
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        logger.warning("SIGTERM: finishing the current optimizer step, then saving a checkpoint and stopping")
 
 
 def install_sigterm_handler(trainer: Any) -> GracefulStop:
     """SIGTERM makes ``trainer`` finish its optimizer step, save a checkpoint and stop (main thread only)."""
     stop = trainer.graceful_stop
-    signal.signal(signal.SIGTERM, stop.handler)
+    try:
+        signal.signal(signal.SIGTERM, stop.handler)
+    except ValueError:  # not the main thread: SIGTERM keeps its default action
+        logger.warning("not in the main thread: SIGTERM will stop the run without a checkpoint")
+        return stop
     stop.installed = True
     return stop
 
