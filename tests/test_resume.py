@@ -168,3 +168,60 @@ def test_fault_points_do_nothing_unless_asked(monkeypatch, tmp_path):
     (tmp_path / "fired-save-5").touch()  # already fired once
     fault_point("save", 5)
     fault_point("save", 4)
+
+
+class _StubTrainer:
+    """What the callback reads from the trainer: a rollout every 8 optimizer steps."""
+
+    def __init__(self):
+        from trl_drgrpo.checkpointing import GracefulStop
+
+        self.step, self.graceful_stop = 0, GracefulStop()
+
+    def at_rollout_boundary(self):
+        return self.step % 8 == 0
+
+    def optimizer_steps_per_rollout(self):
+        return 8
+
+    def agree(self, flag):
+        return flag
+
+
+def _saved_steps(max_steps: int, save_steps: int, sigterm_at: int | None = None) -> list[int]:
+    """Run the callback the way transformers does (DefaultFlowCallback first) and list the steps that save."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+    from transformers.trainer_callback import DefaultFlowCallback
+
+    from trl_drgrpo.checkpointing import _CrashSafeCallback
+
+    args = TrainingArguments(
+        output_dir="unused", save_steps=save_steps, max_steps=max_steps, report_to="none"
+    )
+    state = TrainerState(max_steps=max_steps, save_steps=save_steps)
+    trainer = _StubTrainer()
+    trainer.graceful_stop.installed = True
+    callbacks = [DefaultFlowCallback(), _CrashSafeCallback(trainer)]
+    saved = []
+    for step in range(1, max_steps + 1):
+        control = TrainerControl()
+        if step == sigterm_at:
+            trainer.graceful_stop.handler(15, None)
+        state.global_step = trainer.step = step
+        for callback in callbacks:
+            control = callback.on_step_end(args, state, control) or control
+        if control.should_save:
+            saved.append(step)
+        if control.should_training_stop:
+            break
+    return saved
+
+
+def test_periodic_saves_land_on_rollout_boundaries_and_the_last_step_saves():
+    assert _saved_steps(200, 50) == [56, 104, 152, 200]  # the paper's recipes: 50 steps, 8 per rollout
+    assert _saved_steps(30, 16) == [16, 30]  # 30 ends inside a rollout: saved with its rollout state
+    assert _saved_steps(40, 4) == [8, 16, 24, 32, 40]
+
+
+def test_sigterm_saves_at_the_end_of_the_current_step_and_stops():
+    assert _saved_steps(200, 50, sigterm_at=61) == [56, 61]
