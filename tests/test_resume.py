@@ -225,3 +225,9 @@ def test_periodic_saves_land_on_rollout_boundaries_and_the_last_step_saves():
 
 def test_sigterm_saves_at_the_end_of_the_current_step_and_stops():
     assert _saved_steps(200, 50, sigterm_at=61) == [56, 61]
+
+
+def test_legacy_torch_files_are_accepted(tmp_path):
+    folder = _checkpoint(tmp_path, 2)
+    torch.save({"x": 1}, folder / "scheduler.pt", _use_new_zipfile_serialization=False)
+    check_checkpoint(folder)

@@ -72,6 +72,9 @@ def _check_torch_file(path: Path) -> None:
             if any(i.header_offset + i.compress_size > size for i in archive.infolist()):
                 raise CheckpointError(f"{path} is truncated")
     except zipfile.BadZipFile:
+        with open(path, "rb") as f:
+            if f.read(1) == b"\x80":  # torch's legacy (pickle) format: nothing to check without loading it
+                return
         raise CheckpointError(f"{path} is truncated or corrupted (not a readable torch archive)") from None
 
 
