@@ -231,3 +231,36 @@ def test_legacy_torch_files_are_accepted(tmp_path):
     folder = _checkpoint(tmp_path, 2)
     torch.save({"x": 1}, folder / "scheduler.pt", _use_new_zipfile_serialization=False)
     check_checkpoint(folder)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_fails_to_load_names_itself_and_what_to_do(tiny_model_dir, tmp_path):
+    """A structurally valid but wrong optimizer file (passes the checks, fails to load): one clear error."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from tests.distributed.rollouts import fixed_rollout
+    from trl_drgrpo import DrGRPOConfig, DrGRPOTrainer
+
+    def trainer():
+        args = DrGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2,
+                            max_completion_length=4, max_steps=1, save_steps=1, use_cpu=True, bf16=False,
+                            report_to=[], seed=0)  # fmt: skip
+        return DrGRPOTrainer(
+            model=tiny_model_dir,
+            reward_funcs=lambda completions, **kw: [float(len(c) % 2) for c in completions],
+            args=args,
+            train_dataset=Dataset.from_dict({"prompt": ["1+1=", "2+2=", "3+1=", "4+2="]}),
+            processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+            rollout_func=fixed_rollout,
+        )
+
+    trainer().train()
+    checkpoint = tmp_path / "checkpoint-1"
+    torch.save({"not": "an optimizer state"}, checkpoint / "optimizer.pt")
+    check_checkpoint(checkpoint)  # nothing to see in sizes and headers
+    with pytest.raises(CheckpointError) as error:
+        trainer().train(resume_from_checkpoint=str(checkpoint))
+    text = str(error.value)
+    assert "\n" not in text and str(checkpoint) in text and "optimizer/scheduler state" in text
+    assert f"delete {checkpoint} to resume from the checkpoint before it" in text
