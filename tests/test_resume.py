@@ -264,3 +264,10 @@ def test_a_checkpoint_that_fails_to_load_names_itself_and_what_to_do(tiny_model_
     text = str(error.value)
     assert "\n" not in text and str(checkpoint) in text and "optimizer/scheduler state" in text
     assert f"delete {checkpoint} to resume from the checkpoint before it" in text
+
+
+@pytest.mark.parametrize("requested", [True, "true", "True"])
+def test_resume_from_checkpoint_true_takes_the_newest_complete_one(tmp_path, requested):
+    _checkpoint(tmp_path, 2)
+    (tmp_path / "checkpoint-3").mkdir()
+    assert choose_checkpoint(tmp_path, requested) == str(tmp_path / "checkpoint-2")

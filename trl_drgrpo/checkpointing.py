@@ -137,8 +137,10 @@ def choose_checkpoint(output_dir: str | os.PathLike, requested: str | None = Non
     """The checkpoint to resume from: ``requested`` (checked), else the newest complete one in ``output_dir``.
 
     Incomplete or corrupted checkpoints are skipped with a warning that names the file; ``None`` when there is
-    none to resume from.
+    none to resume from. ``requested`` ``True`` (or ``"true"``) asks for the newest, as transformers' ``train`` does.
     """
+    if requested is True or str(requested).lower() == "true":
+        requested = None
     if requested:
         try:
             check_checkpoint(requested)
