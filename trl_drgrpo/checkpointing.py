@@ -133,7 +133,7 @@ def checkpoint_steps(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def choose_checkpoint(output_dir: str | os.PathLike, requested: str | None = None) -> str | None:
+def choose_checkpoint(output_dir: str | os.PathLike, requested: str | bool | None = None) -> str | None:
     """The checkpoint to resume from: ``requested`` (checked), else the newest complete one in ``output_dir``.
 
     Incomplete or corrupted checkpoints are skipped with a warning that names the file; ``None`` when there is
