@@ -59,7 +59,8 @@ class DrGRPOTrainer(CrashSafeTrainerMixin, GRPOTrainer):
 
     Use it exactly like ``GRPOTrainer`` with a :class:`DrGRPOConfig`. Besides TRL's metrics it logs
     ``drgrpo/correct_mean_length``, ``drgrpo/incorrect_mean_length``, ``drgrpo/truncated_fraction`` and
-    ``drgrpo/zero_std_group_fraction``. Callbacks with a ``bind(trainer)`` method are bound to the trainer.
+    ``drgrpo/zero_std_group_fraction``, and warns (:class:`NoLearningSignalWarning`) when rollouts carry no
+    learning signal. Callbacks with a ``bind(trainer)`` method are bound to the trainer.
     """
 
     _tag_names = ["trl", "grpo", "dr-grpo", "trl_drgrpo"]
