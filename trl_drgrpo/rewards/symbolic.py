@@ -9,6 +9,7 @@ import math
 import re
 import zlib
 
+from .fastparse import fast_read
 from .limits import (
     MAX_EXPONENT,
     MAX_FACTORIAL,
@@ -71,7 +72,9 @@ def _safe_for_symbolic(s: str) -> bool:
         return False
     if not _balanced(s) or _DANGEROUS_RE.search(s) or _NESTED_POW_RE.search(s):
         return False
-    if re.search(r"(?<![\w{^])\d+\s*_", s):  # latex2sympy drops subscripts of numbers: 4343_6 would read as 4343
+    if re.search(
+        r"(?<![\w{^])\d+\s*_", s
+    ):  # latex2sympy drops subscripts of numbers: 4343_6 would read as 4343
         return False
     if any(len(d) > 60 for d in re.findall(r"\d+", s)):
         return False
@@ -123,13 +126,34 @@ def _plain_to_latex(s: str) -> str:
     return _GREEK_WORD_RE.sub(r"\\\1", "".join(out))
 
 
+def _latex_text(s: str) -> str:
+    """A normalized answer as LaTeX for the readers (``oo`` back to ``\\infty``, plain-text math as LaTeX)."""
+    return _plain_to_latex(s.replace("oo", "\\infty")).replace(
+        "\\hbar", "h_{bar}"
+    )  # a symbol the parser lacks
+
+
 def _to_sympy(s: str):
-    """sympy form of a normalized answer."""
+    """sympy form of a normalized answer (latex2sympy: general, slow)."""
     from latex2sympy2_extended import latex2sympy
     from latex2sympy2_extended.latex2sympy2 import ConversionConfig
 
-    text = _plain_to_latex(s.replace("oo", "\\infty")).replace("\\hbar", "h_{bar}")  # a symbol the parser lacks
-    return latex2sympy(text, conversion_config=ConversionConfig(lowercase_symbols=False))
+    return latex2sympy(_latex_text(s), conversion_config=ConversionConfig(lowercase_symbols=False))
+
+
+@functools.lru_cache(maxsize=4096)
+def _fast(s: str):
+    """sympy form from the fast reader of the plain subset, None outside it (cached)."""
+    return fast_read(_latex_text(s))
+
+
+def _read_pair(pred: str, gold: str):
+    """Both sides by the fast reader when both lie in its subset, else both by latex2sympy (one reader per pair,
+    so a pair's verdict never depends on which reader a side happened to need)."""
+    a, b = _fast(pred), _fast(gold)
+    if a is not None and b is not None:
+        return a, b
+    return _read(pred), _read(gold)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -241,7 +265,7 @@ def sympy_equal(pred: str, gold: str) -> bool | None:
 
     if not (_safe_for_symbolic(pred) and _safe_for_symbolic(gold)):
         return None
-    a, b = _read(pred), _read(gold)
+    a, b = _read_pair(pred, gold)
     if a is None or b is None:
         return None
     if isinstance(a, sympy.Equality) and isinstance(b, sympy.Equality):
