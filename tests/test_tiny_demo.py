@@ -77,3 +77,38 @@ def test_moving_average():
 def test_plot_with_smoothed_reward(tmp_path):
     history = [{"step": i, "reward": i % 3 / 3} for i in range(1, 31)]
     assert Path(plot_training_curves(history, tmp_path / "r.png")).is_file()
+
+
+def _demo_summary(greedy, sampled, reward=(0.1, 0.5)):
+    return {
+        "before": {"greedy": {"accuracy": greedy[0]}, "sampled": {"accuracy": sampled[0]}},
+        "after": {"greedy": {"accuracy": greedy[1]}, "sampled": {"accuracy": sampled[1]}},
+        "reward_start": reward[0],
+        "reward_end": reward[1],
+        "timings_s": {"cpu_s": 100.0, "total_s": 120.0},
+    }
+
+
+def test_sweep_table_verdicts():
+    from trl_drgrpo.demo.sweep import sweep_rows, sweep_table
+
+    rows = sweep_rows({1: _demo_summary((0.1, 0.6), (0.1, 0.5)), 0: _demo_summary((0.2, 0.5), (0.2, 0.2))})
+    assert [r["seed"] for r in rows] == [0, 1]
+    table, verdict = sweep_table(rows)
+    assert verdict["greedy_rises_on_every_seed"] and not verdict["sampled_rises_on_every_seed"]
+    assert verdict["smallest_greedy_gain"] == pytest.approx(0.3)
+    assert verdict["smallest_sampled_gain"] == pytest.approx(0.0)
+    assert "| 0 | 0.200 | 0.500 |" in table and "0.550 ± 0.071" in table
+
+
+def test_base_model_reused_only_with_the_same_settings(tmp_path):
+    from dataclasses import asdict, replace
+
+    from trl_drgrpo.demo.run import base_is_current, demo_pretrain_arguments
+
+    settings = demo_pretrain_arguments()
+    assert not base_is_current(tmp_path, settings)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pretrain_log.json").write_text(json.dumps({"args": asdict(settings)}))
+    assert base_is_current(tmp_path, settings)
+    assert not base_is_current(tmp_path, replace(settings, seed=settings.seed + 1))

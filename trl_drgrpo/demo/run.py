@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,8 @@ DEFAULT_RECIPE = REPO / "recipes" / "demo" / "tiny_drgrpo.yaml"
 # The synthetic task of the demo: single-digit operands (255 distinct problems), 64 held out.
 TASK = {"max_operand": 9, "max_mul_operand": 9}
 N_TEST = 64
+# Held-out evaluation budget: the recipes' max_completion_length (a response is cut where training cuts it).
+EVAL_MAX_TOKENS = 48
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -44,6 +47,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     )
     parser.add_argument("--pretrain_steps", type=int, default=None, help="override PretrainArguments.steps")
     parser.add_argument("--max_steps", type=int, default=None, help="override the recipe's RL steps")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the base model's pretraining, the RL run and the sampled evaluation (the sweep varies it)",
+    )
     parser.add_argument("--launcher", choices=("python", "accelerate"), default="python")
     parser.add_argument("--accelerate_config", default=str(REPO / "accelerate_configs" / "cpu.yaml"))
     parser.add_argument(
@@ -56,31 +65,39 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 
 def demo_pretrain_arguments():
-    """The base model: 4 layers x 128, 600 steps on fact drills (60%) and worked examples that slip.
+    """The base model: 4 layers x 96, 1000 steps on fact drills (50%) and length-varying worked solutions.
 
-    The worked examples state ``answer + 1`` 60% of the time and leave 20% unboxed, so the base model
-    knows the facts but answers with a habit of slipping; the measured start is ~30% greedy, ~15% sampled.
+    The solutions leave the answer out of ``\\boxed{}`` 60% of the time and slip (``answer + 1``) 30% of
+    the time; a right answer may carry a worked check, a slip may ramble (``synthetic.varied_solution``).
+    So the base model knows the facts but greedily answers unboxed (greedy accuracy ~0) and samples a
+    boxed right answer now and then (~15%): a large, robust margin for RL to win, as R1-Zero runs first
+    learn the format. The bias lab uses the same base model. One torch thread: the same numbers under
+    any load.
     """
     from .pretrain import PretrainArguments
 
     return PretrainArguments(
-        hidden_size=128,
+        hidden_size=96,
         num_layers=4,
         num_heads=4,
         num_kv_heads=2,
-        intermediate_size=256,
+        intermediate_size=192,
         num_examples=20000,
         template="no",
-        error_rate=0.6,
+        error_rate=0.3,
         error_offset=1,
-        unboxed_rate=0.2,
-        drill_fraction=0.6,
+        unboxed_rate=0.6,
+        drill_fraction=0.5,
         drill_size=8,
-        steps=600,
+        steps_rate=0.5,
+        ramble_rate=0.8,
+        ramble_continue=0.3,
+        steps=1000,
         batch_size=32,
-        learning_rate=1e-3,
+        learning_rate=2e-3,
         warmup_steps=10,
         log_every=100,
+        num_threads=1,
         **TASK,
     )
 
@@ -118,13 +135,11 @@ def evaluate_synthetic(
     )
     ends = get_template(template).endings(endings)
     extra_eos = tokenizer.convert_tokens_to_ids(ends.eos_tokens(tokenizer.get_vocab()))
-    eos = [tokenizer.eos_token_id, *extra_eos] if extra_eos else None  # None: the model's own
+    # Without extra stop tokens the model's own EOS: passing eos_token_id=None would switch stopping off.
+    if extra_eos:
+        sampling["eos_token_id"] = [tokenizer.eos_token_id, *extra_eos]
     out = model.generate(
-        **inputs,
-        max_new_tokens=max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=eos,
-        **sampling,
+        **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
     )
     completion_ids = out[:, inputs["input_ids"].shape[1] :]
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
@@ -144,12 +159,24 @@ def evaluate_synthetic(
     }
 
 
-def evaluate_both(model_dir: str, problems) -> dict:
+def evaluate_both(model_dir: str, problems, seed: int = 0) -> dict:
     """Greedy accuracy and accuracy of one sample at temperature 1 without top-k (as the RL rollouts)."""
     return {
-        "greedy": evaluate_synthetic(model_dir, problems),
-        "sampled": evaluate_synthetic(model_dir, problems, temperature=1.0),
+        "greedy": evaluate_synthetic(model_dir, problems, max_new_tokens=EVAL_MAX_TOKENS),
+        "sampled": evaluate_synthetic(
+            model_dir, problems, max_new_tokens=EVAL_MAX_TOKENS, temperature=1.0, seed=seed
+        ),
     }
+
+
+def base_is_current(base: Path, settings) -> bool:
+    """Whether ``base`` holds a model pretrained with exactly ``settings`` (else it is pretrained again)."""
+    log = base / "pretrain_log.json"
+    if not (base / "config.json").is_file() or not log.is_file():
+        return False
+    from dataclasses import asdict
+
+    return json.loads(log.read_text()).get("args") == json.loads(json.dumps(asdict(settings)))
 
 
 def train_command(
@@ -157,7 +184,7 @@ def train_command(
 ) -> list[str]:
     """The ``recipes/train.py`` command line (with ``accelerate launch`` when asked)."""
     script = [str(REPO / "recipes" / "train.py"), "--config", args.recipe, "--model_name_or_path", str(base)]
-    script += ["--dataset_name", str(train_data), "--output_dir", str(run_dir)]
+    script += ["--dataset_name", str(train_data), "--output_dir", str(run_dir), "--seed", str(args.seed)]
     if args.max_steps is not None:
         script += ["--max_steps", str(args.max_steps), "--save_steps", str(args.max_steps)]
     script += extra
@@ -191,12 +218,12 @@ def main(argv: list[str] | None = None) -> dict:
     base, train_data, run_dir = out / "base", out / "train_data", out / "drgrpo"
     timings = {}
 
-    if args.rebuild or not (base / "config.json").is_file():
+    settings = replace(demo_pretrain_arguments(), seed=args.seed)
+    if args.pretrain_steps is not None:
+        settings = replace(settings, steps=args.pretrain_steps)
+    if args.rebuild or not base_is_current(base, settings):
         shutil.rmtree(base, ignore_errors=True)
         print(f"[demo] pretraining the base model into {base}", flush=True)
-        settings = demo_pretrain_arguments()
-        if args.pretrain_steps is not None:
-            settings = replace(settings, steps=args.pretrain_steps)
         pretrain(base, settings)
     else:
         print(f"[demo] reusing the base model in {base} (--rebuild to pretrain again)", flush=True)
@@ -208,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"[demo] {len(train)} training problems in {train_data}, {len(test)} held out", flush=True)
 
     t = time.time()
-    before = evaluate_both(str(base), test)
+    before = evaluate_both(str(base), test, seed=args.seed)
     timings["eval_before_s"] = time.time() - t
     print(
         f"[demo] before RL: greedy accuracy {before['greedy']['accuracy']:.3f}, sampled {before['sampled']['accuracy']:.3f}",
@@ -229,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
     timings["train_s"] = time.time() - t
 
     t = time.time()
-    after = evaluate_both(str(run_dir), test)
+    after = evaluate_both(str(run_dir), test, seed=args.seed)
     timings["eval_after_s"] = time.time() - t
     history = load_log_history(run_dir)
     reward_start, reward_end = reward_start_end(history)
@@ -237,8 +264,11 @@ def main(argv: list[str] | None = None) -> dict:
         history, out / "training_curves.png", title="Dr. GRPO on the tiny arithmetic demo"
     )
     timings["total_s"] = time.time() - start
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    timings["cpu_s"] = sum(u.ru_utime + u.ru_stime for u in usage)  # idle-equivalent cost, whatever the load
 
     summary = {
+        "seed": args.seed,
         "before": before,
         "after": after,
         "reward_start": reward_start,
@@ -246,6 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
         "steps": max((e.get("step", 0) for e in history), default=0),
         "plot": png,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\n[demo] ======== results (held-out problems: {len(test)}) ========")
@@ -254,7 +285,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"[demo] {mode:7s} accuracy: before {before[mode]['accuracy']:.3f} -> after {after[mode]['accuracy']:.3f}"
         )
     print(f"[demo] mean training reward: first steps {reward_start:.3f} -> last steps {reward_end:.3f}")
-    print(f"[demo] curves: {png}; summary: {out / 'summary.json'}; total {timings['total_s']:.0f}s")
+    print(
+        f"[demo] curves: {png}; summary: {out / 'summary.json'}; total {timings['total_s']:.0f}s wall, {timings['cpu_s']:.0f}s CPU"
+    )
     return summary
 
 
