@@ -1,0 +1,110 @@
+"""The bias lab: report arithmetic (pure functions) and a shortened lab end to end, checked against its logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trl_drgrpo.demo.lab import ARMS, arm_command, parse_args
+from trl_drgrpo.demo.lab_report import (
+    build_report,
+    mean_std,
+    permutation_test,
+    run_numbers,
+    start_end,
+    values_of,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _history(rewards, incorrect):
+    return [
+        {"step": i + 1, "reward": r, "drgrpo/incorrect_mean_length": n}
+        for i, (r, n) in enumerate(zip(rewards, incorrect, strict=True))
+    ] + [{"step": len(rewards), "train_runtime": 1.0}]
+
+
+def test_start_end_and_run_numbers():
+    assert start_end([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2) == (1.5, 5.5)
+    assert start_end([1.0, 3.0], 10) == (1.0, 3.0)  # at most half the values each
+    with pytest.raises(ValueError, match="no values"):
+        start_end([], 3)
+    numbers = run_numbers(_history([0.1, 0.2, 0.3, 0.5], [10.0, 10.0, 20.0, 30.0]), window=2)
+    assert numbers["reward_start"] == pytest.approx(0.15) and numbers["reward_end"] == pytest.approx(0.4)
+    assert numbers["incorrect_length_ratio"] == pytest.approx(2.5)
+    assert numbers["correct_length_ratio"] is None and numbers["truncated_end"] is None
+
+
+def test_permutation_test_exact():
+    # fully separated samples of 3: only the observed split and its mirror are as extreme -> 2 / C(6,3)
+    assert permutation_test([5.0, 6.0, 7.0], [1.0, 2.0, 3.0]) == pytest.approx(0.1)
+    assert permutation_test([1.0, 2.0], [1.0, 2.0]) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        permutation_test([], [1.0])
+
+
+def test_build_report_tables_every_arm():
+    histories = {
+        "grpo": {"0": _history([0.1, 0.3], [10.0, 20.0]), "1": _history([0.1, 0.5], [10.0, 30.0])},
+        "drgrpo": {"0": _history([0.1, 0.4], [10.0, 10.0]), "1": _history([0.2, 0.4], [10.0, 12.0])},
+    }
+    accuracies = {"grpo": {"0": 0.5, "1": 0.7}, "drgrpo": {"0": 0.6, "1": 0.6}}
+    report = build_report(histories, accuracies, labels={"grpo": "GRPO", "drgrpo": "Dr. GRPO"}, window=1)
+    grpo = next(r for r in report["arms"] if r["arm"] == "grpo")
+    assert grpo["incorrect_length_ratio"] == pytest.approx(mean_std([2.0, 3.0]))
+    assert grpo["greedy_accuracy"][0] == pytest.approx(0.6)
+    assert set(report["permutation_p"]) == {"incorrect_length_ratio", "reward_end", "greedy_accuracy"}
+    assert "| GRPO | 2 |" in report["markdown"] and "| Dr. GRPO | 2 |" in report["markdown"]
+
+
+def test_arguments_and_commands(tmp_path):
+    args, extra = parse_args(["--arms", "grpo,drgrpo", "--seeds", "3", "--max_steps", "4", "--", "--x", "1"])
+    assert args.arm_list == ["grpo", "drgrpo"] and args.seed_list == [3] and extra == ["--x", "1"]
+    cmd = arm_command(args, "grpo", 3, tmp_path / "b", tmp_path / "d", tmp_path / "r", extra)
+    flags = dict(zip(cmd[2::2], cmd[3::2], strict=False))
+    assert flags["--length_normalization"] == "true" and flags["--std_normalization"] == "true"
+    assert flags["--seed"] == "3" and flags["--max_steps"] == "4" and cmd[-2:] == ["--x", "1"]
+    assert ARMS["drgrpo"] == (False, False) and ARMS["length_only"] == (True, False)
+    for bad in (["--arms", "ppo"], ["--seeds", "a"], ["--jobs", "0"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+
+
+@pytest.mark.slow
+def test_short_lab_report_matches_the_run_logs(tmp_path):
+    """One seed, two arms, three RL steps on a barely pretrained model: plumbing and the report's numbers."""
+    out = tmp_path / "lab"
+    cmd = [sys.executable, "-m", "trl_drgrpo.demo.lab", "--output_dir", str(out), "--arms", "grpo,drgrpo"]
+    cmd += ["--seeds", "0", "--max_steps", "3", "--pretrain_steps", "3", "--window", "1", "--jobs", "2"]
+    cmd += ["--", "--per_device_train_batch_size", "16", "--max_completion_length", "16"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((out / "lab_summary.json").read_text())
+    assert (out / "report.md").is_file() and (out / "plots" / "dynamics.png").is_file()
+    for arm in ("grpo", "drgrpo"):
+        run = out / "runs" / arm / "seed0"
+        state = json.loads(next(run.glob("checkpoint-*/trainer_state.json")).read_text())
+        history = state["log_history"]
+        rewards = values_of(history, "reward")
+        assert len(rewards) == 3
+        figures = summary["per_run"][arm]["0"]
+        assert figures["reward_start"] == pytest.approx(rewards[0])
+        assert figures["reward_end"] == pytest.approx(rewards[-1])
+        incorrect = values_of(history, "drgrpo/incorrect_mean_length")
+        if incorrect:
+            assert figures["incorrect_length_ratio"] == pytest.approx(incorrect[-1] / incorrect[0])
+        accuracy = json.loads((run / "heldout_eval.json").read_text())["accuracy"]
+        assert figures["greedy_accuracy"] == pytest.approx(accuracy)
+        row = next(r for r in summary["arms"] if r["arm"] == arm)
+        assert row["reward_end"][0] == pytest.approx(rewards[-1]) and row["reward_end"][1] == 0.0
+        args = json.loads((run / "done.json").read_text())
+        assert args["wall_s"] >= 0
+    text = (out / "report.md").read_text()
+    assert "GRPO" in text and "permutation" in text and "plots/dynamics.png" in text
