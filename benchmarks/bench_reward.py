@@ -230,7 +230,9 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=128, help="problems per step")
     parser.add_argument("--group", type=int, default=8, help="samples per problem")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--timeout", type=float, default=1.0)
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="hard per-item timeout (MathReward default)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--profile", action="store_true", help="cProfile the calling process's side of MathReward"

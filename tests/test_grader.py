@@ -65,7 +65,11 @@ def test_extract_boxed(response, paper, lenient):
         (" reasoning </think> more text <answer> 7 </answer>", None, None),  # answer not right after </think>
         (r" reasoning \boxed{7} </think>", None, None),  # a box alone is not the r1 format
         # the paper takes the text after the LAST <answer> and removes every </answer>
-        (" a </think> <answer> 6 </answer> b <answer> 7 </answer>", "7", None),  # lenient: after </think> only
+        (
+            " a </think> <answer> 6 </answer> b <answer> 7 </answer>",
+            "7",
+            None,
+        ),  # lenient: after </think> only
         (" a </think> <answer> 6 </answer> trailing", "6  trailing", "6"),
     ],
 )

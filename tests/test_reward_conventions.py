@@ -51,11 +51,18 @@ EQUAL = {
     ],
     "plain_greek": [("(2*pi)/omega", r"\frac{2\pi}{\omega}"), ("2*theta", r"2\theta")],
     "inequalities": [("-x >= -1", "x <= 1"), (r"5 \geq x", r"x \leq 5"), ("-x>-1", "x<1")],
-    "intervals": [(r"x \in [-2,7]", r"-2 \le x \le 7"), ("(-793, 10)", "-793 < a < 10"), ("(0,1)", "0<f(x)<1")],
+    "intervals": [
+        (r"x \in [-2,7]", r"-2 \le x \le 7"),
+        ("(-793, 10)", "-793 < a < 10"),
+        ("(0,1)", "0<f(x)<1"),
+    ],
     "plus_minus": [(r"\{-2021, 2021\}", r"\pm 2021"), (r"1-\sqrt{2}, 1+\sqrt{2}", r"1\pm\sqrt{2}")],
     "separators": [("(4, 0, 6), (0, 0, 0)", "(0;0;0),(4;0;6)"), ("{2, 3, 5}", "2, 3, 5")],
     "gold_solutions": [("1, 2", r"\boxed{1} and \boxed{2}"), ("004", r"so \boxed{004}. Again: \boxed{004}")],
-    "doubled_backslashes": [(r"\\frac{1}{2}", "0.5"), (r"\left( 3, \\frac{\\pi}{2} \\right)", r"(3, \frac{\pi}{2})")],
+    "doubled_backslashes": [
+        (r"\\frac{1}{2}", "0.5"),
+        (r"\left( 3, \\frac{\\pi}{2} \\right)", r"(3, \frac{\pi}{2})"),
+    ],
     "named_answers": [("(x, y) = (5, 8) \\text{ and } (8, 5)", "(5, 8), (8, 5)"), ("4, 5", "AB=4,CD=5")],
 }
 

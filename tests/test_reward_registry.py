@@ -100,3 +100,13 @@ def test_evaluation_grades_with_the_named_reward_and_states_it(tmp_path):
             answer_format="loose",
             show_progress=False,
         )
+
+
+def test_script_and_evaluation_arguments_carry_the_reward_settings():
+    from trl_drgrpo.config import DrGRPOScriptArguments
+    from trl_drgrpo.evaluation import EvaluationArguments
+
+    script = DrGRPOScriptArguments(dataset_name="x")
+    assert (script.reward, script.answer_format) == ("math", "paper")
+    kwargs = EvaluationArguments(model="m").to_kwargs()
+    assert (kwargs["reward"], kwargs["answer_format"]) == ("math", "paper")
