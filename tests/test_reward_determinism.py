@@ -59,11 +59,12 @@ def _grade_in_fresh_process(cases: list[tuple[str, str]]) -> list[float]:
 @pytest.mark.slow
 def test_same_verdicts_idle_and_beside_busy_processes_and_cold():
     from trl_drgrpo.rewards.grader import grade
-    from trl_drgrpo.rewards.symbolic import _read
+    from trl_drgrpo.rewards.symbolic import _fast, _mv_parse, _read
 
     cases = symbolic_cases()
     assert len(cases) >= 200
-    _read.cache_clear()
+    for cache in (_read, _fast, _mv_parse):
+        cache.cache_clear()
     idle = [grade("so \\boxed{" + p + "}", g) for p, g in cases]
     # per (a, b): equal, unequal, equal, unequal, equal, equal, unequal, equal
     assert idle == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0] * (len(cases) // 8)
