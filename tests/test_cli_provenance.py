@@ -73,9 +73,25 @@ def test_summary_records_what_ran(tmp_path):
     assert (data["aime"]["num_rows"], data["aime"]["evaluated_rows"]) == (6, 5)
     assert (data["amc"]["num_rows"], data["amc"]["evaluated_rows"]) == (4, 4)
     grader = provenance["grader"]
-    assert grader["function"] == "trl_drgrpo.rewards.grader.grade"
+    assert grader["reward"] == "math" and grader["function"] == "trl_drgrpo.rewards.grader.grade"
     assert grader["answer_format"] == "paper" and grader["template"] == "qwen_math"
     assert len(grader["source_sha256"]) == 16
+
+
+def test_provenance_names_the_reward_that_graded(tmp_path):
+    summary = evaluate(
+        "org/m",
+        "qwen_math",
+        "amc",
+        _EchoGold(),
+        tmp_path / "out",
+        data=_suite(),
+        limit=2,
+        reward="math_verify",
+    )
+    grader = summary["provenance"]["grader"]
+    assert grader["reward"] == "math_verify"
+    assert grader["function"] == "trl_drgrpo.rewards.registry.math_verify_grade"
 
 
 def test_resuming_with_another_revision_or_dtype_is_refused(tmp_path):

@@ -121,7 +121,14 @@ def dataset_fingerprints(datasets_by_name: Mapping[str, Any], limit: int | None 
     return out
 
 
-def grader_settings(template: Any, answer_format: str = "paper") -> dict[str, Any]:
+# What each built-in reward name grades with (a user-registered name is recorded as given).
+_REWARD_FUNCTIONS = {
+    "math": "trl_drgrpo.rewards.grader.grade",
+    "math_verify": "trl_drgrpo.rewards.registry.math_verify_grade",
+}
+
+
+def grader_settings(template: Any, answer_format: str = "paper", reward: str = "math") -> dict[str, Any]:
     """The grading function, its settings and a digest of the source that decides grades."""
     folder = Path(__file__).resolve().parents[1] / "rewards"
     digest = hashlib.sha256()
@@ -130,7 +137,8 @@ def grader_settings(template: Any, answer_format: str = "paper") -> dict[str, An
         if path.is_file():
             digest.update(name.encode() + path.read_bytes())
     return {
-        "function": "trl_drgrpo.rewards.grader.grade",
+        "reward": reward,
+        "function": _REWARD_FUNCTIONS.get(reward, reward),
         "answer_format": answer_format,
         "template": getattr(template, "name", str(template)),
         "score": "1 if the extracted answer equals the gold answer, else 0",
@@ -185,6 +193,10 @@ def add_provenance(
         "dtype": dtype or "auto",
         "datasets": dataset_fingerprints(datasets_by_name, limit),
         # the evaluation's own record of the answer format wins over the default
-        "grader": grader_settings(template, summary.get("config", {}).get("answer_format", answer_format)),
+        "grader": grader_settings(
+            template,
+            summary.get("config", {}).get("answer_format", answer_format),
+            summary.get("config", {}).get("reward", "math"),
+        ),
     }
     return summary
