@@ -176,7 +176,27 @@ def make_parser() -> TrlParser:
 def cli(argv: list[str] | None = None) -> None:
     """Command-line entry point (``recipes/train.py``, ``trl-drgrpo train``)."""
     arguments.configure_logging()
-    main(*arguments.parse_training_args(argv))
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        main(*arguments.parse_training_args(argv))
+        return
+    try:
+        main(*arguments.parse_training_args(argv))
+    except SystemExit as stop:  # e.g. the SIGTERM checkpoint-and-stop path
+        _exit_now(stop.code if isinstance(stop.code, int) else 1)
+    _exit_now(0)
+
+
+def _exit_now(code: int) -> None:
+    """Leave a multi-process run without running C++ static destructors.
+
+    Everything is saved and the process group is destroyed by then, but a gloo/DeepSpeed worker thread still
+    alive at interpreter exit makes a rank abort now and then ("terminate called without an active exception",
+    SIGABRT), failing a run that finished. Flushing and ``os._exit`` skips that teardown.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
