@@ -16,9 +16,9 @@ import torch
 import yaml
 from datasets import Dataset, DatasetDict
 
-from trl_drgrpo import arguments
-from trl_drgrpo.model_card import PAPER, hub_dataset_id, setup_section, write_model_card
-from trl_drgrpo.outputs import finish_run
+from trl_drgrpo.training import arguments
+from trl_drgrpo.training.model_card import PAPER, hub_dataset_id, setup_section, write_model_card
+from trl_drgrpo.training.outputs import finish_run
 
 REPO = Path(__file__).resolve().parents[1]
 

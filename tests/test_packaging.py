@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trl_drgrpo.preflight import (
+from trl_drgrpo.training.preflight import (
     TRACKER_EXTRAS,
     PreflightError,
     check_trackers,

@@ -20,7 +20,7 @@ import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 from datasets import Dataset, DatasetDict
 
-from trl_drgrpo.precision import (
+from trl_drgrpo.training.precision import (
     apply_master_weights,
     deepspeed_keeps_master_weights,
     load_dtype,

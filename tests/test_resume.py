@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 from trl.trainer.utils import RepeatSampler
 
-from trl_drgrpo.checkpointing import (
+from trl_drgrpo.training.checkpointing import (
     CheckpointError,
     EpochRepeatSampler,
     _publish,
@@ -49,7 +49,7 @@ def test_newest_complete_checkpoint_is_chosen_and_skipped_ones_are_named(tmp_pat
     half_saved = tmp_path / "checkpoint-6"  # what a kill during a save left before: only config.json
     half_saved.mkdir()
     (half_saved / "config.json").write_text("{}")
-    with caplog.at_level(logging.WARNING, logger="trl_drgrpo.checkpointing"):
+    with caplog.at_level(logging.WARNING, logger="trl_drgrpo.training.checkpointing"):
         assert choose_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
     assert "Skipping checkpoint-6" in caplog.text and "no trainer_state.json" in caplog.text
     assert "Resuming from checkpoint-4; skipped ['checkpoint-6']" in caplog.text
@@ -74,7 +74,7 @@ def test_a_corrupted_last_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     damage(_checkpoint(tmp_path, 4) / name)
     with pytest.raises(CheckpointError, match=message):
         check_checkpoint(tmp_path / "checkpoint-4")
-    with caplog.at_level(logging.WARNING, logger="trl_drgrpo.checkpointing"):
+    with caplog.at_level(logging.WARNING, logger="trl_drgrpo.training.checkpointing"):
         assert choose_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
     assert message in caplog.text
 
@@ -101,7 +101,7 @@ def test_load_failures_name_the_checkpoint_and_what_to_do():
 def test_no_checkpoint_gives_none(tmp_path, caplog):
     assert choose_checkpoint(tmp_path / "missing") is None
     (tmp_path / "checkpoint-3").mkdir()
-    with caplog.at_level(logging.WARNING, logger="trl_drgrpo.checkpointing"):
+    with caplog.at_level(logging.WARNING, logger="trl_drgrpo.training.checkpointing"):
         assert choose_checkpoint(tmp_path) is None
     assert "No complete checkpoint" in caplog.text
 
@@ -174,7 +174,7 @@ class _StubTrainer:
     """What the callback reads from the trainer: a rollout every 8 optimizer steps."""
 
     def __init__(self):
-        from trl_drgrpo.checkpointing import GracefulStop
+        from trl_drgrpo.training.checkpointing import GracefulStop
 
         self.step, self.graceful_stop = 0, GracefulStop()
 
@@ -193,7 +193,7 @@ def _saved_steps(max_steps: int, save_steps: int, sigterm_at: int | None = None)
     from transformers import TrainerControl, TrainerState, TrainingArguments
     from transformers.trainer_callback import DefaultFlowCallback
 
-    from trl_drgrpo.checkpointing import _CrashSafeCallback
+    from trl_drgrpo.training.checkpointing import _CrashSafeCallback
 
     args = TrainingArguments(
         output_dir="unused", save_steps=save_steps, max_steps=max_steps, report_to="none"

@@ -23,7 +23,7 @@ import torch
 import yaml
 from datasets import Dataset, DatasetDict
 
-from trl_drgrpo.checkpointing import FAULTS_DIR_ENV, FAULTS_ENV, SIGTERM_EXIT_CODE, fault_point
+from trl_drgrpo.training.checkpointing import FAULTS_DIR_ENV, FAULTS_ENV, SIGTERM_EXIT_CODE, fault_point
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "recipes" / "train.py"

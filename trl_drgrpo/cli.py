@@ -132,9 +132,9 @@ def check_before_launch(argv: Sequence[str]) -> None:
 
     Nothing is instantiated, so no accelerator is touched in this parent process.
     """
-    from .arguments import make_parser
-    from .preflight import option_values, read_config
     from .templates import get_template
+    from .training.arguments import make_parser
+    from .training.preflight import option_values, read_config
 
     parser = make_parser()
     known = {action.dest for action in parser._actions}
@@ -160,7 +160,7 @@ def train(argv: list[str]) -> int:
     if "-h" in argv or "--help" in argv:
         load_command("train")(argv)
         return 0
-    from .preflight import preflight_train
+    from .training.preflight import preflight_train
 
     launch, rest = split_launch_options(argv)
     preflight_train(rest)

@@ -353,7 +353,7 @@ class DrGRPOScriptArguments(ScriptArguments):
         metadata={
             "help": "fp32: fp32 master weights wherever DeepSpeed does not keep them (the policy is loaded in fp32 "
             "and computed in bf16 autocast with bf16: true); model_dtype: load it in `dtype` (pure bf16 without "
-            "DeepSpeed). See trl_drgrpo.precision."
+            "DeepSpeed). See trl_drgrpo.training.precision."
         },
     )
     eval_limit: int | None = field(

@@ -18,16 +18,16 @@ import torch.distributed as dist
 from transformers import AutoTokenizer
 from trl import ModelConfig, TrlParser, get_peft_config
 
-from . import arguments
-from .checkpointing import choose_checkpoint, exit_if_stopped, install_sigterm_handler
 from .config import DrGRPOConfig, DrGRPOScriptArguments
 from .data import check_model_source, load_problems, to_prompt_dataset
-from .outputs import finish_run
-from .precision import apply_master_weights
-from .preflight import check_trackers
 from .rewards import build_reward
 from .templates import Template, get_template
 from .trainer import DrGRPOTrainer
+from .training import arguments
+from .training.checkpointing import choose_checkpoint, exit_if_stopped, install_sigterm_handler
+from .training.outputs import finish_run
+from .training.precision import apply_master_weights
+from .training.preflight import check_trackers
 
 logger = logging.getLogger("trl_drgrpo.train")
 

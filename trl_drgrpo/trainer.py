@@ -23,10 +23,10 @@ import torch
 from transformers.utils import logging
 from trl import GRPOTrainer
 
-from .checkpointing import CrashSafeTrainerMixin
 from .config import DrGRPOConfig
-from .model_card import PAPER, write_model_card
 from .objective import group_advantages
+from .training.checkpointing import CrashSafeTrainerMixin
+from .training.model_card import PAPER, write_model_card
 
 logger = logging.get_logger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from trl import GRPOConfig, ModelConfig, TrlParser
 
-from .config import DrGRPOConfig, DrGRPOScriptArguments
+from ..config import DrGRPOConfig, DrGRPOScriptArguments
 
 DESCRIPTION = (
     "Train with Dr. GRPO (Understanding R1-Zero-Like Training, arXiv 2503.20783). "

@@ -30,7 +30,7 @@ import torch
 from transformers import TrainerCallback
 from trl.trainer.utils import RepeatSampler
 
-logger = logging.getLogger("trl_drgrpo.checkpointing")
+logger = logging.getLogger("trl_drgrpo.training.checkpointing")
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STAGING_PREFIX = "tmp-"
