@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
+from ..rewards.math_reward import grade_deduplicated
 from ..templates import Template, get_template
 from .backends import GenerationBackend, effective_stops
 
@@ -53,20 +54,7 @@ def shared_grader(reward: str, template: str | Template, answer_format: str) -> 
 def score_responses(texts: Sequence[str], golds: Sequence[Any], grader: Any) -> tuple[list, list[float]]:
     """Extracted answers and scores of ``texts`` against ``golds``; each distinct (answer, gold) graded once."""
     answers = grader.extract(texts)
-    index: dict[tuple, int] = {}
-    pairs: list[tuple[str, Any]] = []
-    slots: list[int | None] = []
-    for answer, gold in zip(answers, golds, strict=True):
-        if answer is None:
-            slots.append(None)
-            continue
-        key = (answer, repr(gold))
-        if key not in index:
-            index[key] = len(pairs)
-            pairs.append((answer, gold))
-        slots.append(index[key])
-    scores = grader.grade_pairs(pairs)
-    return answers, [0.0 if slot is None else float(scores[slot]) for slot in slots]
+    return answers, grade_deduplicated(answers, golds, grader.grade_pairs)
 
 
 def generate_and_grade(

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..templates import Template, get_template
@@ -46,6 +46,27 @@ def _gold_key(gold: Any) -> Any:
     if isinstance(gold, float):
         return ("float", repr(gold))
     return gold
+
+
+def grade_deduplicated(
+    answers: Sequence[str | None], golds: Sequence[Any], grade_pairs: Callable[[list], list[float]]
+) -> list[float]:
+    """Scores of ``answers`` against ``golds``: each distinct (answer, gold) pair graded once by ``grade_pairs``;
+    a response without an extractable answer scores 0."""
+    index: dict[tuple, int] = {}
+    pairs: list[tuple[str, Any]] = []
+    slots: list[int | None] = []
+    for answer, gold in zip(answers, golds, strict=True):
+        if answer is None:
+            slots.append(None)
+            continue
+        key = (answer, _gold_key(gold))
+        if key not in index:
+            index[key] = len(pairs)
+            pairs.append((answer, gold))
+        slots.append(index[key])
+    scores = grade_pairs(pairs)
+    return [0.0 if slot is None else float(scores[slot]) for slot in slots]
 
 
 class MathReward:
@@ -190,20 +211,7 @@ class MathReward:
         if len(golds) != len(completions):
             raise ValueError(f"got {len(completions)} completions but {len(golds)} gold answers")
         answers = self.extract(completions)
-        index: dict[tuple, int] = {}
-        pairs: list[tuple[str, Any]] = []
-        slots: list[int | None] = []
-        for answer, gold in zip(answers, golds, strict=True):
-            if answer is None:
-                slots.append(None)
-                continue
-            key = (answer, _gold_key(gold))
-            if key not in index:
-                index[key] = len(pairs)
-                pairs.append((answer, gold))
-            slots.append(index[key])
-        scores = self.grade_pairs(pairs)
-        rewards = [0.0 if slot is None else scores[slot] for slot in slots]
+        rewards = grade_deduplicated(answers, golds, self.grade_pairs)
         log_extra = kwargs.get("log_extra")
         if callable(log_extra):
             log_extra("extracted_answer", ["" if a is None else a for a in answers])
