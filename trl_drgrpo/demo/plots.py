@@ -17,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..analysis.dynamics import moving_average  # noqa: E402  (one trailing mean for every plot)
+
 REWARD_METRICS = ("reward",)
 LENGTH_METRICS = ("completions/mean_length", "drgrpo/correct_mean_length", "drgrpo/incorrect_mean_length")
 FRACTION_METRICS = ("drgrpo/truncated_fraction", "drgrpo/zero_std_group_fraction")
@@ -61,19 +63,6 @@ def metric_series(log_history: Sequence[Mapping], name: str) -> tuple[list[float
         (e["step"], float(e[name])) for e in log_history if name in e and "step" in e and e[name] is not None
     ]
     return [s for s, _ in points], [v for _, v in points]
-
-
-def moving_average(values: Sequence[float], window: int) -> list[float]:
-    """Trailing mean over up to ``window`` points (shorter at the start)."""
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
-    out, total = [], 0.0
-    for i, v in enumerate(values):
-        total += v
-        if i >= window:
-            total -= values[i - window]
-        out.append(total / min(i + 1, window))
-    return out
 
 
 def plot_training_curves(
