@@ -76,6 +76,33 @@ def test_arguments_and_commands(tmp_path):
             parse_args(bad)
 
 
+def test_variants_keep_the_default_lab_and_add_a_harder_split():
+    from trl_drgrpo.demo.lab_variants import variant_settings
+    from trl_drgrpo.demo.run import TASK, demo_pretrain_arguments
+
+    settings, task, recipe = variant_settings("default")
+    assert settings == demo_pretrain_arguments() and task == TASK and recipe.endswith("bias_lab.yaml")
+    assert parse_args([])[0].recipe == str(REPO / "recipes" / "lab" / "bias_lab.yaml")
+    settings, task, recipe = variant_settings("persistent")
+    assert (
+        task["max_mul_operand"] > TASK["max_mul_operand"]
+        and settings.max_mul_operand == task["max_mul_operand"]
+    )
+    assert settings.ramble_continue > demo_pretrain_arguments().ramble_continue
+    assert parse_args(["--variant", "persistent"])[0].recipe == str(REPO / recipe)
+    # same RL settings as the default lab, only the output paths differ
+    import yaml
+
+    default = yaml.safe_load((REPO / "recipes/lab/bias_lab.yaml").read_text())
+    harder = yaml.safe_load((REPO / recipe).read_text())
+    differ = {k for k in default.keys() | harder.keys() if default.get(k) != harder.get(k)}
+    assert differ == {"model_name_or_path", "dataset_name", "output_dir"}
+    with pytest.raises(ValueError, match="unknown lab variant"):
+        variant_settings("nope")
+    with pytest.raises(SystemExit):
+        parse_args(["--variant", "nope"])
+
+
 @pytest.mark.slow
 def test_short_lab_report_matches_the_run_logs(tmp_path):
     """One seed, two arms, three RL steps on a barely pretrained model: plumbing and the report's numbers."""

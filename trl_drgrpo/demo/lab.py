@@ -26,6 +26,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from .lab_variants import VARIANTS, variant_settings
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_RECIPE = REPO / "recipes" / "lab" / "bias_lab.yaml"
 # arm -> (length_normalization, std_normalization)
@@ -48,7 +50,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--output_dir", default="outputs/bias-lab")
-    parser.add_argument("--recipe", default=str(DEFAULT_RECIPE))
+    parser.add_argument("--recipe", default=None, help="the arms' recipe (default: the variant's)")
+    parser.add_argument(
+        "--variant",
+        default="default",
+        choices=VARIANTS,
+        help="task and base model (trl_drgrpo/demo/lab_variants.py); persistent: a harder split",
+    )
     parser.add_argument(
         "--seeds", default="0,1,2", help="comma-separated RL seeds (one run per arm and seed)"
     )
@@ -72,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     if args.jobs < 1 or args.window < 1:
         parser.error("--jobs and --window must be >= 1")
     args.arm_list = arms
+    if args.recipe is None:
+        args.recipe = str(REPO / variant_settings(args.variant)[2])
     return args, [a for a in extra if a != "--"]
 
 
@@ -147,9 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     from .run import (
         EVAL_MAX_TOKENS,
         N_TEST,
-        TASK,
         base_is_current,
-        demo_pretrain_arguments,
         evaluate_synthetic,
     )
     from .synthetic import train_test_split_problems
@@ -157,14 +165,14 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.time()
     out = Path(args.output_dir).resolve()
     base, data = out / "base", out / "train_data"
-    settings = demo_pretrain_arguments()
+    settings, task, _ = variant_settings(args.variant)
     if args.pretrain_steps is not None:
         settings = replace(settings, steps=args.pretrain_steps)
     if args.rebuild or not base_is_current(base, settings):
         shutil.rmtree(base, ignore_errors=True)
         print(f"[lab] pretraining the base model into {base}", flush=True)
         pretrain(base, settings)
-    train, test = train_test_split_problems(N_TEST, seed=0, **TASK)
+    train, test = train_test_split_problems(N_TEST, seed=0, **task)
     shutil.rmtree(data, ignore_errors=True)
     train.save_to_disk(str(data))
 
