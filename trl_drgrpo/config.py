@@ -319,7 +319,9 @@ class DrGRPOScriptArguments(ScriptArguments):
     )
     reward_timeout_s: float = field(
         default=5.0,
-        metadata={"help": "Hard time limit for grading one response (last resort; rules bound the work first)."},
+        metadata={
+            "help": "Hard time limit for grading one response (last resort; rules bound the work first)."
+        },
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N questions."})
     rollout_func: str | None = field(

@@ -148,7 +148,9 @@ def start_output_dir(output_dir: str | os.PathLike, config: dict, kept: Sequence
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     samples_path = out / SAMPLES_FILE
-    if samples_path.exists() and (len(kept) != len(read_samples(samples_path)) or not _ends_cleanly(samples_path)):
+    if samples_path.exists() and (
+        len(kept) != len(read_samples(samples_path)) or not _ends_cleanly(samples_path)
+    ):
         logger.warning("%s: dropping incomplete sample lines before resuming", out)
         atomic_write_text(samples_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
     atomic_write_text(out / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -249,11 +249,15 @@ class EvaluationArguments:
     )
     template: str = field(default="qwen_math", metadata={"help": "Prompt template: r1, qwen_math or no."})
     reward: str = field(
-        default="math", metadata={"help": "Grader by name: math, math_verify, registered, or module.path:function."}
+        default="math",
+        metadata={"help": "Grader by name: math, math_verify, registered, or module.path:function."},
     )
     answer_format: str = field(
         default="paper",
-        metadata={"help": "Answer extraction: paper (the paper's rules) or lenient.", "choices": ["paper", "lenient"]},
+        metadata={
+            "help": "Answer extraction: paper (the paper's rules) or lenient.",
+            "choices": ["paper", "lenient"],
+        },
     )
     benchmarks: str = field(
         default="aime,amc,math,minerva,olympiad_bench",
