@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from datasets import Dataset, DatasetDict
+
+from tests.distributed.workload import write_workload
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "recipes" / "train.py"
@@ -29,34 +29,17 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def workload(tiny_model_dir, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dist")
-    pairs = [(a, b) for a in range(2, 9) for b in range(3, 6)]
-    data = Dataset.from_dict(
-        {"problem": [f"{a}+{b}=" for a, b in pairs], "answer": [str(a + b) for a, b in pairs]}
+    return write_workload(
+        tmp_path_factory.mktemp("dist"),
+        tiny_model_dir,
+        num_iterations=2,
+        learning_rate=1e-2,
+        max_steps=STEPS,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=STEPS,
+        bf16=False,
     )
-    DatasetDict({"train": data}).save_to_disk(str(root / "data"))
-    recipe = {
-        "model_name_or_path": tiny_model_dir,
-        "dataset_name": str(root / "data"),
-        "template": "no",
-        "rollout_func": "tests.distributed.rollouts.fixed_rollout",
-        "num_generations": 8,
-        "max_completion_length": 24,
-        "num_iterations": 2,
-        "learning_rate": 1e-2,
-        "max_steps": STEPS,
-        "logging_steps": 1,
-        "save_strategy": "steps",
-        "save_steps": STEPS,
-        "use_cpu": True,
-        "bf16": False,
-        "gradient_checkpointing": False,
-        "report_to": "none",
-        "reward_num_workers": 0,
-        "seed": 0,
-    }
-    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    return root
 
 
 def _train(workload: Path, name: str, launcher: list[str], per_device_batch: int) -> list[dict]:

@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from accelerate.commands.config.config_args import load_config_from_file
-from datasets import Dataset, DatasetDict
 
+from tests.distributed.workload import write_workload
 from trl_drgrpo.training.precision import (
     apply_master_weights,
     deepspeed_keeps_master_weights,
@@ -95,34 +94,17 @@ def test_load_dtype_rules(monkeypatch):
 
 @pytest.fixture(scope="module")
 def workload(tiny_model_dir, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("precision")
-    pairs = [(a, b) for a in range(2, 9) for b in range(3, 6)]
-    data = Dataset.from_dict(
-        {"problem": [f"{a}+{b}=" for a, b in pairs], "answer": [str(a + b) for a, b in pairs]}
+    return write_workload(
+        tmp_path_factory.mktemp("precision"),
+        tiny_model_dir,
+        dtype="bfloat16",  # as the paper's recipes
+        learning_rate=1e-6,  # the paper's
+        samples_per_step=8,
+        samples_per_rollout=8,
+        per_device_train_batch_size=4,
+        max_steps=1,
+        save_strategy="no",
     )
-    DatasetDict({"train": data}).save_to_disk(str(root / "data"))
-    recipe = {
-        "model_name_or_path": tiny_model_dir,
-        "dataset_name": str(root / "data"),
-        "template": "no",
-        "rollout_func": "tests.distributed.rollouts.fixed_rollout",  # half right, half wrong: non-zero loss
-        "dtype": "bfloat16",  # as the paper's recipes
-        "learning_rate": 1e-6,  # the paper's
-        "num_generations": 8,
-        "samples_per_step": 8,
-        "samples_per_rollout": 8,
-        "per_device_train_batch_size": 4,
-        "max_completion_length": 24,
-        "max_steps": 1,
-        "save_strategy": "no",
-        "use_cpu": True,
-        "gradient_checkpointing": False,
-        "report_to": "none",
-        "reward_num_workers": 0,
-        "seed": 0,
-    }
-    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    return root
 
 
 _RUNS: dict[tuple, dict] = {}
