@@ -118,3 +118,38 @@ def test_moe_logs_aux_loss_like_trl(tiny_moe_dir, tmp_path):
     )
     assert "aux_loss" in trl_keys and "aux_loss" in our_keys
     assert trl_keys - our_keys == set()
+
+
+@pytest.mark.slow
+def test_every_response_truncated_still_trains_with_trl_reward_functions(tiny_model_dir, tmp_path):
+    """TRL's own tests: a short budget cuts every response, the reward is a plain function, parameters must move.
+
+    Under the default truncated_completion_reward="auto" the paper's 0 applies to answer-checking rewards only
+    (MathReward), so a TRL reward function keeps its scores for cut responses, as with trl.GRPOTrainer.
+    """
+    eos = AutoTokenizer.from_pretrained(tiny_model_dir).eos_token_id
+    args = DrGRPOConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=4,
+        max_steps=1,
+        learning_rate=1e-2,
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        save_strategy="no",
+        seed=0,
+        generation_kwargs={"sequence_bias": {(eos,): -100.0}},  # never EOS: every response is cut
+    )
+    trainer = DrGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=digit_reward,
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": QUESTIONS}),
+    )
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+    assert trainer.state.log_history[0]["drgrpo/truncated_fraction"] == 1.0
+    moved = [name for name, p in trainer.model.named_parameters() if not torch.equal(before[name], p)]
+    assert moved

@@ -6,8 +6,8 @@ same thing must give the same advantages, loss and gradients. The completions co
 ``rollout_func``, so neither trainer samples anything.
 
 Legitimate differences, switched off here and tested separately:
-- ``truncated_completion_reward`` (Dr. GRPO gives a truncated response reward 0; TRL has no such option), so
-  it is set to ``None`` for the comparison;
+- ``truncated_completion_reward`` (Dr. GRPO gives a truncated response 0 from an answer-checking reward, and the
+  reward here declares itself one; TRL has no such option), so it is set to ``None`` for the comparison;
 - the std epsilon (the paper's 1e-8, TRL's fixed 1e-4), so ``std_eps`` is set to TRL's value.
 """
 
@@ -54,6 +54,16 @@ def fixed_rollout(prompts: list[str], trainer) -> dict:
 def length_parity_reward(completions, **kwargs) -> list[float]:
     """A reward with different spreads per group (so std normalization matters)."""
     return [float(len(c) % 3 == 0) + 0.5 * float(len(c) % 2) for c in completions]
+
+
+length_parity_reward.answer_reward = True  # scored like MathReward: "auto" gives a truncated response 0
+
+
+def answer_one(completions, **kwargs) -> list[float]:
+    return [1.0] * len(completions)
+
+
+answer_one.answer_reward = True
 
 
 def _common_args(tmp_path) -> dict:
@@ -159,11 +169,7 @@ def test_switches_change_the_loss(tmp_path, model_and_tokenizer):
 
 def test_truncated_completions_get_the_truncation_reward(tmp_path, model_and_tokenizer):
     """A response that runs to the budget without EOS scores `truncated_completion_reward` (0 by default)."""
-
-    def always_one(completions, **kwargs):
-        return [1.0] * len(completions)
-
-    trainer = _trainer(DrGRPOTrainer, model_and_tokenizer, DrGRPOConfig(**_common_args(tmp_path)), always_one)
+    trainer = _trainer(DrGRPOTrainer, model_and_tokenizer, DrGRPOConfig(**_common_args(tmp_path)), answer_one)
     inputs = [{"prompt": q} for q in QUESTIONS for _ in range(GROUP)]
     trainer.model.train()
     batch = trainer._generate_and_score_completions(inputs)
@@ -200,7 +206,8 @@ def _spec_loss(model, tokenizer, batch, args: DrGRPOConfig):
     rewards = torch.tensor(length_parity_reward(texts))
     truncated = (mask.sum(1) == MAX_LEN) & (ids[:, MAX_LEN - 1] != tokenizer.eos_token_id)
     assert truncated.any() and (~truncated).any()
-    rewards[truncated] = args.truncated_completion_reward
+    setting = args.truncated_completion_reward  # "auto": 0, since length_parity_reward checks "answers"
+    rewards[truncated] = 0.0 if setting == "auto" else setting
     advantages = group_advantages(rewards, GROUP, args.std_normalization, eps=args.std_eps)
     logps = _logps(model, batch, args.temperature)
     per_token, _ = clipped_surrogate(logps, logps.detach(), advantages, args.epsilon, args.epsilon)
@@ -228,7 +235,7 @@ def test_trainer_follows_the_objective_spec(
         **extra,
         **_common_args(tmp_path),
     )
-    assert args.truncated_completion_reward == 0.0  # the paper's rule is part of what is checked
+    assert args.truncated_completion_reward == "auto"  # the paper's rule is part of what is checked
     trainer = _trainer(DrGRPOTrainer, model_and_tokenizer, args)
     batch, loss, grads = _loss_and_grads(trainer, _inputs(), return_batch=True)
 

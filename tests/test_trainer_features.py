@@ -166,7 +166,7 @@ def test_paper_defaults():
     )
     assert (args.adam_beta1, args.adam_beta2, args.weight_decay, args.max_grad_norm) == (0.9, 0.95, 0.0, 1.0)
     assert (args.epsilon, args.num_iterations, args.vllm_importance_sampling_correction) == (0.2, 1, False)
-    assert args.truncated_completion_reward == 0.0 and args.correct_reward_threshold == 1.0
+    assert args.truncated_completion_reward == "auto" and args.correct_reward_threshold == 1.0
     assert args.std_eps == 1e-8  # the paper's code (oat); TRL: 1e-4
 
 

@@ -44,6 +44,18 @@ def text_length(completions, **kwargs) -> list[float]:
     return [float(len(c)) for c in completions]
 
 
+def answer_one(completions, **kwargs) -> list[float]:
+    return [1.0] * len(completions)
+
+
+def answer_length(completions, **kwargs) -> list[float]:
+    return [float(len(c)) for c in completions]
+
+
+# Declared answer-checking, as MathReward is: truncated_completion_reward="auto" scores cut responses 0 on them.
+answer_one.answer_reward = answer_length.answer_reward = True
+
+
 def _trainer(
     tiny_model_dir, tmp_path, rollout, reward=always_one, questions=QUESTIONS, **overrides
 ) -> DrGRPOTrainer:
@@ -94,7 +106,9 @@ def _edge_completion(i: int, tok, rng: random.Random) -> list[int]:
 
 @pytest.mark.parametrize("stop_strings", [["</answer>"], None])
 def test_an_end_on_the_budgets_last_token_is_finished_not_truncated(tiny_model_dir, tmp_path, stop_strings):
-    trainer = _trainer(tiny_model_dir, tmp_path, _rollout_of(_edge_completion), stop_strings=stop_strings)
+    trainer = _trainer(
+        tiny_model_dir, tmp_path, _rollout_of(_edge_completion), answer_one, stop_strings=stop_strings
+    )
     batch, _ = _rollout_once(trainer)
     rewards_per_func, truncated, lengths = trainer._rollout
     kinds = torch.arange(len(truncated)) % 4
@@ -105,18 +119,65 @@ def test_an_end_on_the_budgets_last_token_is_finished_not_truncated(tiny_model_d
     assert torch.equal(rewards_per_func[:, 0], (~expected).float())
 
 
-# ---------------------------------------------------------------------------- loud warnings
-def test_truncation_reward_that_wipes_out_the_signal_warns_once(tiny_model_dir, tmp_path):
-    """Every response cut at a short budget, reward 0 for all: a warning that names the cause and the fix."""
-    trainer = _trainer(
-        tiny_model_dir, tmp_path, _rollout_of(lambda i, tok, rng: _filler(rng, BUDGET)), text_length
+def test_auto_scores_only_the_answer_checking_functions(tiny_model_dir, tmp_path):
+    """Under "auto" a cut response scores 0 from answer-checking rewards; other functions keep their scores."""
+    trainer = _trainer(tiny_model_dir, tmp_path, _rollout_of(_edge_completion), [answer_one, always_one])
+    _rollout_once(trainer)
+    rewards_per_func, truncated, _ = trainer._rollout
+    assert truncated.any() and (~truncated).any()
+    assert torch.equal(rewards_per_func[:, 0], (~truncated).float())
+    assert torch.all(rewards_per_func[:, 1] == 1.0)
+    assert trainer.truncation_rule == (
+        "truncated_completion_reward='auto': 0 from answer_one; scores kept from always_one"
     )
+
+
+@pytest.mark.parametrize(("setting", "value"), [(-1.0, -1.0), ("0.5", 0.5)])
+def test_a_number_scores_every_function(tiny_model_dir, tmp_path, setting, value):
+    trainer = _trainer(
+        tiny_model_dir,
+        tmp_path,
+        _rollout_of(_edge_completion),
+        [answer_one, always_one],
+        truncated_completion_reward=setting,
+    )
+    _rollout_once(trainer)
+    rewards_per_func, truncated, _ = trainer._rollout
+    assert torch.all(rewards_per_func[truncated] == value) and torch.all(rewards_per_func[~truncated] == 1.0)
+
+
+@pytest.mark.parametrize("setting", ["half", True, float("nan")])
+def test_a_bad_truncation_setting_is_refused(tmp_path, setting):
+    with pytest.raises(
+        ValueError, match="truncated_completion_reward must be a finite number, 'auto' or none"
+    ):
+        DrGRPOConfig(output_dir=str(tmp_path), truncated_completion_reward=setting)
+
+
+# ---------------------------------------------------------------------------- loud warnings
+@pytest.mark.parametrize(
+    ("reward", "setting", "named"),
+    [
+        (
+            answer_length,
+            "auto",
+            "truncated_completion_reward='auto' scores them 0.0 (truncated_completion_reward=",
+        ),
+        (text_length, 0.0, "truncated_completion_reward=0.0 scores them 0.0"),
+    ],
+)
+def test_truncation_reward_that_wipes_out_the_signal_warns_once(
+    tiny_model_dir, tmp_path, reward, setting, named
+):
+    """Every response cut at a short budget, reward 0 for all: a warning that names the cause and the fix."""
+    rollout = _rollout_of(lambda i, tok, rng: _filler(rng, BUDGET))
+    trainer = _trainer(tiny_model_dir, tmp_path, rollout, reward, truncated_completion_reward=setting)
     batch, caught = _rollout_once(trainer)
     assert torch.all(batch["advantages"] == 0)
     assert len(caught) == 1
     message = str(caught[0].message)
     assert "100% of this rollout's completions hit max_completion_length=12" in message
-    assert "truncated_completion_reward=0.0" in message and "every advantage is 0" in message
+    assert named in message and "every advantage is 0" in message
     assert "Raise max_completion_length" in message and "truncated_completion_reward=None" in message
     assert _rollout_once(trainer)[1] == []  # once
 
@@ -126,19 +187,29 @@ def test_nearly_all_truncated_warns_and_a_mostly_finished_rollout_does_not(tiny_
         return _filler(rng, 2) + [tok.eos_token_id] if i == 0 else _filler(rng, BUDGET)
 
     questions = QUESTIONS * 2
-    trainer = _trainer(tiny_model_dir, tmp_path / "a", _rollout_of(nearly_all), questions=questions)
+    trainer = _trainer(
+        tiny_model_dir, tmp_path / "a", _rollout_of(nearly_all), answer_one, questions=questions
+    )
     assert len(_rollout_once(trainer, questions)[1]) == 1
 
     def half(i, tok, rng):
         return _filler(rng, 2) + [tok.eos_token_id] if i % 2 else _filler(rng, BUDGET)
 
-    trainer = _trainer(tiny_model_dir, tmp_path / "b", _rollout_of(half), text_length)
+    trainer = _trainer(tiny_model_dir, tmp_path / "b", _rollout_of(half), answer_length)
     assert _rollout_once(trainer)[1] == []
 
 
-def test_no_warning_when_truncated_responses_keep_their_scores(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("reward", "setting"),
+    [
+        (text_length, None),
+        (answer_length, None),
+        (text_length, "auto"),
+    ],  # "auto": TRL's reward funcs keep scores
+)
+def test_no_warning_when_truncated_responses_keep_their_scores(tiny_model_dir, tmp_path, reward, setting):
     rollout = _rollout_of(lambda i, tok, rng: _filler(rng, BUDGET))
-    trainer = _trainer(tiny_model_dir, tmp_path, rollout, text_length, truncated_completion_reward=None)
+    trainer = _trainer(tiny_model_dir, tmp_path, rollout, reward, truncated_completion_reward=setting)
     batch, caught = _rollout_once(trainer)
     assert caught == [] and batch["advantages"].abs().sum() > 0
 
@@ -171,7 +242,7 @@ def test_a_rollout_with_spread_resets_the_count(tiny_model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_training_with_a_short_budget_warns(tiny_model_dir, tmp_path):
-    """The drop-in trap: TRL's usual short max_completion_length with the paper's truncation reward."""
+    """TRL's usual short max_completion_length with an answer-checking reward under the paper's truncation rule."""
     token_id = AutoTokenizer.from_pretrained(tiny_model_dir).convert_tokens_to_ids("!")
     args = DrGRPOConfig(
         output_dir=str(tmp_path),
@@ -187,7 +258,7 @@ def test_training_with_a_short_budget_warns(tiny_model_dir, tmp_path):
     )
     trainer = DrGRPOTrainer(
         model=tiny_model_dir,
-        reward_funcs=text_length,
+        reward_funcs=answer_length,
         args=args,
         train_dataset=Dataset.from_dict({"prompt": QUESTIONS * 2}),
     )

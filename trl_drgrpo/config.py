@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -13,6 +14,29 @@ from .templates import check_endings
 # TRL names for the same switches: loss_type <-> length normalization, scale_rewards <-> std normalization.
 _LOSS_TYPE = {True: "grpo", False: "dr_grpo"}
 _SCALE_REWARDS = {True: "group", False: "none"}
+
+#: `truncated_completion_reward` default: the paper's 0 on answer-checking rewards, TRL's scores elsewhere.
+AUTO = "auto"
+
+
+def parse_truncation_reward(value: float | str | None) -> float | str | None:
+    """`truncated_completion_reward` as given in Python, YAML or on the command line: a float, `"auto"` or None."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text in ("none", "null", "~"):
+        return None
+    if text == AUTO:
+        return AUTO
+    try:
+        number = float(text) if not isinstance(value, bool) else math.nan
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ValueError(
+            f"truncated_completion_reward must be a finite number, 'auto' or none, got {value!r}"
+        )
+    return number
 
 
 def batch_shape(
@@ -60,9 +84,11 @@ class DrGRPOConfig(GRPOConfig):
             `scale_rewards` when that is given (`"group"`/`True` = `True`, `"none"`/`False` = `False`), else `False`.
         loss_normalizer (`float` or `None`, defaults to `None`):
             The constant of Dr. GRPO's aggregation. `None` uses `max_completion_length`, the generation budget.
-        truncated_completion_reward (`float` or `None`, defaults to `0.0`):
-            Reward given to every reward function's score for a response that hit `max_completion_length` without
-            an end of sequence. `None` keeps the rewards the functions returned.
+        truncated_completion_reward (`float`, `"auto"` or `None`, defaults to `"auto"`):
+            Score of a response that hit `max_completion_length` without an end of sequence. `"auto"`: 0 from each
+            answer-checking reward (a function with `answer_reward = True`, such as [`MathReward`]: the paper's
+            rule, a cut response has no final answer), the other functions' scores kept (TRL's behaviour). A
+            number: that score from every reward function. `None`: every function's score kept.
         stop_strings (`list[str]` or `None`, defaults to `None`):
             Strings that end a response and are kept in it (`["</answer>"]` for the R1 template): vLLM stops
             there, transformers-generated responses are cut right after the first one.
@@ -112,10 +138,12 @@ class DrGRPOConfig(GRPOConfig):
             "help": "Dr. GRPO's constant loss normalizer. None uses max_completion_length (the budget)."
         },
     )
-    truncated_completion_reward: float | None = field(
-        default=0.0,
+    truncated_completion_reward: float | str | None = field(
+        default=AUTO,
         metadata={
-            "help": "Reward for responses cut at max_completion_length. None keeps the reward functions' score."
+            "help": "Score of a response cut at max_completion_length. 'auto': 0 from answer-checking rewards "
+            "(answer_reward = True, e.g. MathReward: the paper's rule), other functions' scores kept (TRL); a "
+            "number: that score from every reward function; none: all scores kept."
         },
     )
     correct_reward_threshold: float = field(
@@ -216,6 +244,7 @@ class DrGRPOConfig(GRPOConfig):
     )
 
     def __post_init__(self) -> None:
+        self.truncated_completion_reward = parse_truncation_reward(self.truncated_completion_reward)
         self._derive_trl_switches()
         self._derive_batch_shape()
         super().__post_init__()

@@ -5,7 +5,8 @@ paper's two switches (``dr_grpo``/``none`` for Dr. GRPO), so TRL's loss and ever
 (entropy bonus and mask, off-policy mask, sequence-level importance sampling, KL, MoE auxiliary loss, Liger
 kernels, all of TRL's metrics) run unchanged. What differs from TRL, following the paper and its code (oat):
 
-* ``_calculate_rewards``: a response cut at the budget gets ``truncated_completion_reward`` (0);
+* ``_calculate_rewards``: a response cut at the budget scores ``truncated_completion_reward`` (by default 0 from
+  answer-checking rewards such as :class:`~trl_drgrpo.rewards.MathReward`, the paper's rule);
 * ``_generate_and_score_completions``: advantages from :func:`objective.group_advantages` (the paper's std
   epsilon); the paper's metrics; a loud warning when rollouts carry no learning signal;
 * ``_compute_loss``: Dr. GRPO's constant normaliser is ``loss_normalizer`` (default: the generation budget,
@@ -23,7 +24,7 @@ import torch
 from transformers.utils import logging
 from trl import GRPOTrainer
 
-from .config import DrGRPOConfig
+from .config import AUTO, DrGRPOConfig
 from .objective import group_advantages
 from .training.checkpointing import CrashSafeTrainerMixin
 from .training.model_card import PAPER, write_model_card
@@ -81,6 +82,18 @@ class DrGRPOTrainer(CrashSafeTrainerMixin, GRPOTrainer):
                 "replace `GRPOConfig(...)` by `DrGRPOConfig(...)` (same arguments)"
             )
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+        self.truncation_columns, self.truncation_value = truncation_rule(
+            args.truncated_completion_reward, self.reward_funcs
+        )
+        self.truncation_rule = describe_truncation_rule(
+            args.truncated_completion_reward,
+            self.truncation_columns,
+            self.truncation_value,
+            self.reward_func_names,
+        )
+        logger.info(
+            "Responses cut at max_completion_length=%d: %s", self.max_completion_length, self.truncation_rule
+        )
         self._rollout: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._flat_rollouts = 0  # consecutive training rollouts in which no group has any reward spread
         self._warned_truncation = self._warned_flat = False
@@ -136,9 +149,10 @@ class DrGRPOTrainer(CrashSafeTrainerMixin, GRPOTrainer):
         lengths = self.accelerator.gather(
             torch.tensor([len(ids) for ids in completion_ids_list], device=device)
         )
-        if self.args.truncated_completion_reward is not None:
-            # The paper gives a response that exhausts the budget without finishing zero reward.
-            rewards_per_func[truncated] = self.args.truncated_completion_reward
+        if any(self.truncation_columns):
+            # The paper gives a response that exhausts the budget without finishing zero reward: it has no answer.
+            columns = torch.tensor(self.truncation_columns, device=device)
+            rewards_per_func[truncated.unsqueeze(1) & columns.unsqueeze(0)] = self.truncation_value
         self._rollout = (rewards_per_func, truncated, lengths)
         return rewards_per_func
 
@@ -213,18 +227,19 @@ class DrGRPOTrainer(CrashSafeTrainerMixin, GRPOTrainer):
 
     def _warn_if_no_signal(self, rewards: torch.Tensor, truncated: torch.Tensor, group_size: int) -> None:
         """Warn loudly (once each) when rollouts carry no learning signal, naming the cause and the fix."""
-        budget, reward = self.max_completion_length, self.args.truncated_completion_reward
+        budget = self.max_completion_length
         flat = zero_spread_groups(rewards, group_size).all().item()
         if (
-            reward is not None
+            any(self.truncation_columns)
             and not self._warned_truncation
             and truncated.float().mean().item() >= TRUNCATION_WARNING_FRACTION
         ):
             self._warned_truncation = True
             share = truncated.float().mean().item()
             self._loud_warning(
-                f"{share:.0%} of this rollout's completions hit max_completion_length={budget} without ending and all "
-                f"got truncated_completion_reward={reward}"
+                f"{share:.0%} of this rollout's completions hit max_completion_length={budget} without ending, and "
+                f"truncated_completion_reward={self.args.truncated_completion_reward!r} scores them "
+                f"{self.truncation_value} ({self.truncation_rule})"
                 + (
                     ", so no group has any reward spread: every advantage is 0 and this step trains nothing"
                     if flat
@@ -266,6 +281,35 @@ class DrGRPOTrainer(CrashSafeTrainerMixin, GRPOTrainer):
             return super()._compute_loss(model, inputs)
         finally:
             self.max_completion_length = budget
+
+
+def is_answer_reward(reward_func: Any) -> bool:
+    """Whether `reward_func` checks a final answer (declares ``answer_reward = True``, as ``MathReward`` does)."""
+    return getattr(reward_func, "answer_reward", False) is True
+
+
+def truncation_rule(setting: float | str | None, reward_funcs: list[Any]) -> tuple[list[bool], float]:
+    """Which reward functions' scores a truncated response gets replaced, and by what value.
+
+    ``"auto"``: the answer-checking ones, by 0 (the paper's rule: a response cut at the budget has no final
+    answer); a number: all of them, by that number; ``None``: none.
+    """
+    if setting is None:
+        return [False] * len(reward_funcs), 0.0
+    if setting == AUTO:
+        return [is_answer_reward(f) for f in reward_funcs], 0.0
+    return [True] * len(reward_funcs), float(setting)
+
+
+def describe_truncation_rule(
+    setting: float | str | None, columns: list[bool], value: float, names: list[str]
+) -> str:
+    """One line for logs and the model card: what a response cut at the budget scores."""
+    scored = [name for name, on in zip(names, columns, strict=True) if on]
+    kept = [name for name, on in zip(names, columns, strict=True) if not on]
+    parts = [f"{value:g} from {', '.join(scored)}"] if scored else []
+    parts += [f"scores kept from {', '.join(kept)}"] if kept else []
+    return f"truncated_completion_reward={setting!r}: " + "; ".join(parts)
 
 
 def zero_spread_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:

@@ -82,6 +82,10 @@ class MathReward:
         name: ``__name__`` under which TRL logs this reward.
     """
 
+    #: Checks a final answer: under ``truncated_completion_reward="auto"`` (the default), ``DrGRPOTrainer`` gives a
+    #: response cut at the budget 0 here, as the paper's code does.
+    answer_reward = True
+
     def __init__(
         self,
         template: str | Template = "qwen_math",

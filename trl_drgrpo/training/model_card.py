@@ -37,8 +37,9 @@ def hub_dataset_id(name: str | None) -> str | None:
     return name if name.count("/") == 1 else None
 
 
-def setup_section(args: Any, dataset_name: str | None) -> str:
-    """Markdown describing the objective and data of the run (from a ``DrGRPOConfig``)."""
+def setup_section(args: Any, dataset_name: str | None, truncation: str | None = None) -> str:
+    """Markdown describing the objective and data of the run (from a ``DrGRPOConfig``); ``truncation`` is the
+    trainer's resolved rule for responses cut at the budget."""
 
     def value(name: str, default: Any = None) -> Any:
         return getattr(args, name, default)
@@ -64,8 +65,8 @@ def setup_section(args: Any, dataset_name: str | None) -> str:
         f"- length_normalization: {length}, std_normalization: {std}, beta (KL): {value('beta')}",
         f"- num_generations: {value('num_generations')}, max_completion_length: "
         f"{value('max_completion_length')}, temperature: {value('temperature')}",
-        f"- learning_rate: {value('learning_rate')}, truncated_completion_reward: "
-        f"{value('truncated_completion_reward')}",
+        f"- learning_rate: {value('learning_rate')}, "
+        + (truncation or f"truncated_completion_reward: {value('truncated_completion_reward')!r}"),
     ]
     return "\n".join(lines) + "\n"
 
@@ -92,7 +93,7 @@ def write_model_card(
     base = str(getattr(config, "_name_or_path", "") or "a local model")
     text = text.replace("[None](https://huggingface.co/None)", f"`{base}`")
     text = text.replace('model="None"', f'model="{trainer.args.output_dir}"')
-    section = setup_section(trainer.args, dataset_name)
+    section = setup_section(trainer.args, dataset_name, getattr(trainer, "truncation_rule", None))
     marker = "\n### Framework versions"
     if marker in text:
         head, tail = text.split(marker, 1)
