@@ -54,8 +54,9 @@ def tiny_moe_dir(tiny_model_dir, tmp_path_factory) -> str:
     return str(out)
 
 
-def _keys(cls, config_cls, model: str, tmp_path, **options) -> set[str]:
-    args = config_cls(
+def _args(config_cls, tmp_path, **options):
+    """One optimizer step of 4 responses (one group) on CPU; `options` override the defaults."""
+    values = dict(
         output_dir=str(tmp_path),
         per_device_train_batch_size=4,
         num_generations=4,
@@ -68,14 +69,21 @@ def _keys(cls, config_cls, model: str, tmp_path, **options) -> set[str]:
         report_to=[],
         save_strategy="no",
         seed=0,
-        **options,
     )
-    trainer = cls(
+    return config_cls(**{**values, **options})
+
+
+def _trainer(cls, config_cls, model: str, tmp_path, **options):
+    return cls(
         model=model,
         reward_funcs=digit_reward,
-        args=args,
+        args=_args(config_cls, tmp_path, **options),
         train_dataset=Dataset.from_dict({"prompt": QUESTIONS}),
     )
+
+
+def _keys(cls, config_cls, model: str, tmp_path, **options) -> set[str]:
+    trainer = _trainer(cls, config_cls, model, tmp_path, **options)
     trainer.train()
     return {key for entry in trainer.state.log_history for key in entry}
 
@@ -128,25 +136,14 @@ def test_every_response_truncated_still_trains_with_trl_reward_functions(tiny_mo
     (MathReward), so a TRL reward function keeps its scores for cut responses, as with trl.GRPOTrainer.
     """
     eos = AutoTokenizer.from_pretrained(tiny_model_dir).eos_token_id
-    args = DrGRPOConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        num_generations=4,
+    trainer = _trainer(
+        DrGRPOTrainer,
+        DrGRPOConfig,
+        tiny_model_dir,
+        tmp_path,
         max_completion_length=4,
-        max_steps=1,
         learning_rate=1e-2,
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        save_strategy="no",
-        seed=0,
         generation_kwargs={"sequence_bias": {(eos,): -100.0}},  # never EOS: every response is cut
-    )
-    trainer = DrGRPOTrainer(
-        model=tiny_model_dir,
-        reward_funcs=digit_reward,
-        args=args,
-        train_dataset=Dataset.from_dict({"prompt": QUESTIONS}),
     )
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     trainer.train()
