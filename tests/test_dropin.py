@@ -12,6 +12,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer, Qwen3MoeConfig, Qwen3MoeForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 
+from tests.run_args import cpu_run_args
 from trl_drgrpo import DrGRPOConfig, DrGRPOTrainer
 
 QUESTIONS = ["1+1=", "2+3=", "7-4=", "3*3="]
@@ -57,20 +58,13 @@ def tiny_moe_dir(tiny_model_dir, tmp_path_factory) -> str:
 def _args(config_cls, tmp_path, **options):
     """One optimizer step of 4 responses (one group) on CPU; `options` override the defaults."""
     values = dict(
-        output_dir=str(tmp_path),
         per_device_train_batch_size=4,
         num_generations=4,
         max_completion_length=6,
         max_steps=1,
-        logging_steps=1,
         learning_rate=1e-3,
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        save_strategy="no",
-        seed=0,
     )
-    return config_cls(**{**values, **options})
+    return cpu_run_args(config_cls, tmp_path, **{**values, **options})
 
 
 def _trainer(cls, config_cls, model: str, tmp_path, **options):

@@ -13,6 +13,7 @@ import pytest
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests.run_args import cpu_run_args
 from trl_drgrpo.evaluation import load_benchmark
 from trl_drgrpo.evaluation.callback import EvaluationCallback
 
@@ -32,18 +33,13 @@ def test_callback_in_a_tiny_grpo_run(tmp_path, tiny_model_dir, eval_suite_path):
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    args = GRPOConfig(
-        output_dir=str(tmp_path / "run"),
+    args = cpu_run_args(
+        GRPOConfig,
+        tmp_path / "run",
         max_steps=2,
         per_device_train_batch_size=2,
         num_generations=2,
         max_completion_length=4,
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        logging_steps=1,
-        save_strategy="no",
-        seed=0,
     )
     callback = EvaluationCallback(
         ",".join(BENCHMARKS), every_n_steps=1, template="qwen_math", limit=2, data=str(eval_suite_path),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from datasets import Dataset, DatasetDict
 
+from tests.run_args import cpu_run_args
 from trl_drgrpo.config import DrGRPOConfig, DrGRPOScriptArguments, batch_shape
 from trl_drgrpo.evaluation.callback import (
     EvaluationCallback,
@@ -89,19 +90,14 @@ def test_tiny_run_evaluates_at_step_0_and_every_rollout(tmp_path, tiny_model_dir
     suite = tmp_path / "suite"
     DatasetDict({"amc": Dataset.from_dict({"problem": ["1+1?"], "answer": ["2"]})}).save_to_disk(str(suite))
     # 2 micro-steps per rollout, one per optimizer step: a rollout is 2 optimizer steps.
-    args = DrGRPOConfig(
-        output_dir=str(tmp_path / "run"),
+    args = cpu_run_args(
+        DrGRPOConfig,
+        tmp_path / "run",
         max_steps=4,
         per_device_train_batch_size=4,
         num_generations=4,
         steps_per_generation=2,
         max_completion_length=4,
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        logging_steps=1,
-        save_strategy="no",
-        seed=0,
     )
     script = DrGRPOScriptArguments(
         dataset_name="unused",

@@ -8,6 +8,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 from trl import GRPOConfig
 
+from tests.run_args import cpu_run_args
 from trl_drgrpo import DrGRPOConfig, DrGRPOTrainer
 from trl_drgrpo.config import batch_shape
 from trl_drgrpo.trainer import cut_after_stop
@@ -30,23 +31,15 @@ def _text(completion) -> str:
 
 def _args(tmp_path, **overrides) -> DrGRPOConfig:
     values = dict(
-        output_dir=str(tmp_path),
         per_device_train_batch_size=4,
         num_generations=4,
         max_completion_length=8,
         max_steps=2,
         learning_rate=1e-3,
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        logging_steps=1,
-        save_strategy="no",
-        seed=0,
         # The random tiny model never ends a response, so keep the rewards of truncated responses.
         truncated_completion_reward=None,
     )
-    values.update(overrides)
-    return DrGRPOConfig(**values)
+    return cpu_run_args(DrGRPOConfig, tmp_path, **{**values, **overrides})
 
 
 def _train(tiny_model_dir, args, dataset=None, **kwargs) -> DrGRPOTrainer:
