@@ -170,6 +170,32 @@ def test_fault_points_do_nothing_unless_asked(monkeypatch, tmp_path):
     fault_point("save", 4)
 
 
+def test_a_fault_for_one_rank_fires_on_that_rank_only(monkeypatch, tmp_path):
+    import os
+    import signal
+
+    sent = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append(("pid", pid, sig)))
+    monkeypatch.setattr(os, "killpg", lambda group, sig: sent.append(("group", group, sig)))
+    monkeypatch.setenv("TRL_DRGRPO_TEST_FAULTS", "term@1:3,save@1:4,term:5")
+    monkeypatch.setenv("TRL_DRGRPO_TEST_FAULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("RANK", "0")
+    fault_point("term", 3)
+    fault_point("save", 4)
+    assert sent == []
+    monkeypatch.setenv("RANK", "1")
+    fault_point("term", 3)
+    fault_point("term", 3)  # once only
+    fault_point("save", 4)
+    fault_point("term", 5)  # no rank: the whole process group, as before
+    me, group = os.getpid(), os.getpgrp()
+    assert sent == [
+        ("pid", me, signal.SIGTERM),
+        ("pid", me, signal.SIGKILL),
+        ("group", group, signal.SIGTERM),
+    ]
+
+
 class _StubTrainer:
     """What the callback reads from the trainer: a rollout every 8 optimizer steps."""
 

@@ -205,19 +205,31 @@ class EpochRepeatSampler(RepeatSampler):
 # ---------------------------------------------------------------------------------------------- faults (tests)
 def fault_point(kind: str, step: int) -> None:
     """Test-only: at a point named in ``$TRL_DRGRPO_TEST_FAULTS``, SIGKILL this process, or for ``term`` send
-    SIGTERM to its process group (run it in a session of its own)."""
+    SIGTERM to its process group (run it in a session of its own).
+
+    ``kind@R:step`` (e.g. ``term@1:3``) fires on the process of rank ``R`` only (``$RANK``, else ``$LOCAL_RANK``,
+    else 0), and its ``term`` signals that process alone: one rank of a multi-process run gets the signal.
+    """
     spec = os.environ.get(FAULTS_ENV)
-    if not spec or f"{kind}:{step}" not in {s.strip() for s in spec.split(",")}:
+    if not spec:
         return
-    marker = Path(os.environ.get(FAULTS_DIR_ENV, ".")) / f"fired-{kind}-{step}"
+    rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))
+    names = {s.strip() for s in spec.split(",")}
+    if f"{kind}:{step}" in names:
+        point, whole_group = f"{kind}:{step}", kind == "term"
+    elif f"{kind}@{rank}:{step}" in names:
+        point, whole_group = f"{kind}@{rank}:{step}", False
+    else:
+        return
+    marker = Path(os.environ.get(FAULTS_DIR_ENV, ".")) / f"fired-{point.replace(':', '-')}"
     if marker.exists():
         return
     marker.touch()
-    logger.warning("test fault %s:%d fires", kind, step)
-    if kind == "term":  # as a scheduler does: the whole process group (grading workers too)
+    logger.warning("test fault %s fires", point)
+    if whole_group:  # as a scheduler does: the whole process group (grading workers too)
         os.killpg(os.getpgrp(), signal.SIGTERM)
     else:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGTERM if kind == "term" else signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------------------------- SIGTERM
@@ -444,7 +456,10 @@ class CrashSafeTrainerMixin:
                 )  # fmt: skip
             return
         try:
-            state = torch.load(path, map_location=self.accelerator.device, weights_only=False)
+            # A multi-process CPU run's device is "cpu:0", which torch.load cannot map to: plain "cpu" is.
+            device = self.accelerator.device
+            location = "cpu" if device.type == "cpu" else device
+            state = torch.load(path, map_location=location, weights_only=False)
         except Exception as error:
             raise CheckpointError(
                 f"{path} cannot be read ({type(error).__name__}: {error}); delete {checkpoint} to resume from "
