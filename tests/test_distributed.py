@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.distributed.workload import write_workload
+from tests.distributed.workload import checkpointed_workload
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "recipes" / "train.py"
@@ -29,17 +29,7 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def workload(tiny_model_dir, tmp_path_factory) -> Path:
-    return write_workload(
-        tmp_path_factory.mktemp("dist"),
-        tiny_model_dir,
-        num_iterations=2,
-        learning_rate=1e-2,
-        max_steps=STEPS,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=STEPS,
-        bf16=False,
-    )
+    return checkpointed_workload(tmp_path_factory.mktemp("dist"), tiny_model_dir, STEPS)
 
 
 def _train(workload: Path, name: str, launcher: list[str], per_device_batch: int) -> list[dict]:

@@ -24,7 +24,7 @@ import psutil
 import pytest
 import torch
 
-from tests.distributed.workload import write_workload
+from tests.distributed.workload import checkpointed_workload
 from tests.test_resume_e2e import TIME_KEYS
 from trl_drgrpo.training.checkpointing import (
     FAULTS_DIR_ENV,
@@ -112,17 +112,8 @@ def _outcome(run: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def workload(tiny_model_dir, tmp_path_factory) -> Path:
-    return write_workload(
-        tmp_path_factory.mktemp("sigterm_dist"),
-        tiny_model_dir,
-        num_iterations=2,
-        learning_rate=1e-2,
-        max_steps=STEPS,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=STEPS,
-        per_device_train_batch_size=4,
-        bf16=False,
+    return checkpointed_workload(
+        tmp_path_factory.mktemp("sigterm_dist"), tiny_model_dir, STEPS, per_device_train_batch_size=4
     )
 
 

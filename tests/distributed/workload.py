@@ -31,3 +31,19 @@ def write_workload(root: Path, model_dir: str, **recipe: Any) -> Path:
     }
     (root / "recipe.yaml").write_text(yaml.safe_dump({**base, **recipe}))
     return root
+
+
+def checkpointed_workload(root: Path, model_dir: str, steps: int, **recipe: Any) -> Path:
+    """The workload trained for ``steps`` optimizer steps, two passes per rollout, saved at the end."""
+    return write_workload(
+        root,
+        model_dir,
+        num_iterations=2,  # the second pass's loss depends on the updated weights: gradient sync is checked too
+        learning_rate=1e-2,
+        max_steps=steps,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=steps,
+        bf16=False,
+        **recipe,
+    )
