@@ -22,14 +22,14 @@ def panels(count: int, width: float = 4.6, height: float = 3.4, cols: int | None
     return fig, axes[:count]
 
 
-def save(fig, path: str | Path, title: str | None = None) -> str:
+def save(fig, path: str | Path, title: str | None = None, dpi: int = 110) -> str:
     """Save ``fig`` as a PNG at ``path`` and close it; return the path."""
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return str(path)
 

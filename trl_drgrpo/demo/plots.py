@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..analysis.dynamics import moving_average  # noqa: E402  (one trailing mean for every plot)
+from ..analysis.plots import save  # noqa: E402
 
 REWARD_METRICS = ("reward",)
 LENGTH_METRICS = ("completions/mean_length", "drgrpo/correct_mean_length", "drgrpo/incorrect_mean_length")
@@ -105,11 +106,4 @@ def plot_training_curves(
         ax.grid(alpha=0.3)
         if lines > 1:
             ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output_path, dpi=120)
-    plt.close(fig)
-    return str(output_path)
+    return save(fig, output_path, title, dpi=120)
