@@ -226,7 +226,8 @@ def make_knows(target: str, root: Path) -> str | None:
         env={**os.environ, "MAKEFLAGS": ""},
     )
     if result.returncode == 0:
-        return None
+        # a name only listed in .PHONY (its rule gone) is "known" to make but does nothing
+        return f"{target} has no rule (nothing to be done)" if "Nothing to be done" in result.stdout else None
     lines = [x for x in result.stderr.strip().splitlines() if x.strip()]
     return lines[-1] if lines else f"make -n {target} exited with {result.returncode}"
 

@@ -175,3 +175,12 @@ def test_unreachable_pages_are_named(tmp_path: Path) -> None:
     (tmp_path / "docs" / "sub" / "b.md").write_text("# x\n")
     (tmp_path / "docs" / "orphan.md").write_text("[back](../README.md)\n")
     assert unreachable_pages(tmp_path) == ["docs/orphan.md"]
+
+
+def test_a_target_left_only_in_phony_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "Makefile").write_text(".PHONY: gone real\nreal:\n\techo real\n")
+    page = write_page(tmp_path, "`make real` and `make gone`\n")
+    problems = check([page], root=tmp_path)
+    assert [(p.kind, p.message) for p in problems] == [
+        ("make", "make gone: gone has no rule (nothing to be done)")
+    ]
