@@ -25,6 +25,7 @@ import glob
 import importlib
 import importlib.util
 import io
+import logging
 import os
 import re
 import runpy
@@ -269,6 +270,9 @@ class HelpCache:
         kind, target = entry
         out = io.StringIO()
         saved_argv, status = sys.argv, 0
+        # a command may configure logging before it parses: leave the caller's logging as it was
+        root, project = logging.getLogger(), logging.getLogger(PACKAGE)
+        saved_logging = (root.level, list(root.handlers), project.level)
         sys.argv = [target, *argv]
         try:
             with (
@@ -287,6 +291,9 @@ class HelpCache:
             status, out = 1, io.StringIO(f"{type(error).__name__}: {error}")
         finally:
             sys.argv = saved_argv
+            root.setLevel(saved_logging[0])
+            root.handlers[:] = saved_logging[1]
+            project.setLevel(saved_logging[2])
         return status, out.getvalue()
 
     def flags(self, entry: Entry, path: Sequence[str]) -> set[str]:
