@@ -516,7 +516,8 @@ def _sympy_expr_equal(a, b) -> bool | None:
     Both sides are first evaluated with Python floats at a few fixed points (a bounded computation; a value
     beyond 1e250 makes the answer "unequal") and compared by :func:`~.tolerance.close` (``REL_TOL`` when a side
     holds a decimal, else the ``EXACT_TOL`` pre-check); when they agree, exact expressions are confirmed at 30
-    digits, relative to the magnitude of their terms. None means undecided (an unknown function).
+    digits, relative to the magnitude of their terms. Inexact expressions that expand to the same terms are
+    compared term by term instead (``x + 1e-30`` is not ``x + 2e-30``). None means undecided (an unknown function).
     """
     import sympy
 
@@ -527,6 +528,10 @@ def _sympy_expr_equal(a, b) -> bool | None:
         symbols = sorted(a.free_symbols | b.free_symbols, key=str)
         if len(symbols) > 8:
             return False
+        if inexact and symbols:  # term by term when both expand to the same terms: a small term is not lost
+            ratio = _coefficient_ratio(a, b, symbols, REL_TOL)
+            if ratio is not NotImplemented:
+                return ratio is not False and close(ratio, 1, REL_TOL)
         functions = _float_functions()
         points = _POINTS if symbols else ((),)
         checked = 0
