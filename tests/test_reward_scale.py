@@ -173,3 +173,14 @@ def test_rounding_noise_is_judged_against_the_terms():
     assert grade_answer("(x+1)^2 - x^2 - 2x - 1", "0") == 1.0
     assert grade_answer("10^{-30}(x+1)^2 - 10^{-30}x^2 - 2 \\cdot 10^{-30} x", "10^{-30}") == 1.0
     assert grade_answer("10^{-30} x", "0") == 0.0
+
+
+def test_math_verify_fallback_is_not_absolute():
+    """Math-Verify (the last resort) chops small values and rounds decimals to 6 places: not used on tiny values,
+    and its rounding keeps six significant digits."""
+    from trl_drgrpo.rewards.symbolic import math_verify_equal
+
+    assert not math_verify_equal("1e-30", "2e-30")
+    assert not math_verify_equal(r"6.674\times10^{-11}", r"7.8\times10^{-11}")
+    assert not math_verify_equal("1.23e-5", "1.24e-5") and not math_verify_equal("0.0000123", "0.0000124")
+    assert math_verify_equal("0.5", r"\frac{1}{2}") and math_verify_equal(r"\sqrt{4}", "2")

@@ -529,7 +529,10 @@ def _sympy_expr_equal(a, b) -> bool | None:
         if len(symbols) > 8:
             return False
         if inexact and symbols:  # term by term when both expand to the same terms: a small term is not lost
-            ratio = _coefficient_ratio(a, b, symbols, REL_TOL)
+            try:
+                ratio = _coefficient_ratio(a, b, symbols, REL_TOL)
+            except Exception:
+                ratio = NotImplemented
             if ratio is not NotImplemented:
                 return ratio is not False and close(ratio, 1, REL_TOL)
         functions = _float_functions()
@@ -594,32 +597,50 @@ def math_verify_equal(pred: str, gold: str) -> bool:
         return False
     for name in ("math_verify.parser", "math_verify.grader"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    g, p = _mv_parse(gold), _mv_parse(pred)
+    g, p = (_mv_parse(_E_NOTATION_RE.sub(r"(\1*10^{\2})", t)) for t in (gold, pred))  # e notation: as ours
     if g is None or p is None:
         return False
     for parsed in (g[0], p[0]):  # a misread side (e.g. \gamma read as the Gamma function's pole)
         if isinstance(parsed, sympy.Basic) and parsed.has(sympy.zoo, sympy.nan):
             return False
+    smallest = _smallest_magnitude(g + p)
+    if smallest < _MV_SMALLEST:  # its exact-number check chops small values (evalf(chop=True)): 1e-30 = 2e-30
+        return False
     try:
-        return bool(verify(g, p, float_rounding=_float_rounding(g + p), timeout_seconds=None))
+        return bool(verify(g, p, float_rounding=_float_rounding(smallest), timeout_seconds=None))
     except Exception:
         return False
 
 
-def _float_rounding(parsed: list) -> int:
-    """Decimal places for Math-Verify's rounding of numbers (its default, 6, is absolute: it would take 6.674e-11
-    for 7.8e-11): six significant digits of the smallest nonzero number either side holds."""
+_MV_SMALLEST = 1e-6  # Math-Verify's numeric checks are absolute below about this size: not used there
+
+
+def _float_rounding(smallest: float) -> int:
+    """Decimal places for Math-Verify's rounding of decimals (its default, 6, is absolute: 0.0000123 would equal
+    0.0000124): six significant digits of the smallest nonzero number either side holds."""
+    if not 0 < smallest < 1:
+        return 6
+    return min(max(6, 5 - math.floor(math.log10(smallest))), 340)
+
+
+def _smallest_magnitude(parsed: list) -> float:
+    """Smallest nonzero absolute value among the numbers in Math-Verify's parsed sides (and their values)."""
     import sympy
 
     smallest = math.inf
     for item in parsed:
         if isinstance(item, sympy.Basic):
-            for number in item.atoms(sympy.Number):
-                if number != 0 and number.is_finite:
-                    smallest = min(smallest, abs(float(number)) or math.inf)
-    if not 0 < smallest < 1:
-        return 6
-    return min(6 + math.ceil(-math.log10(smallest)), 340)
+            numbers = list(item.atoms(sympy.Number))
+            if getattr(item, "is_number", False):  # the value itself (6.674*10^{-11} holds no small atom)
+                numbers.append(item.evalf(15))
+            for number in numbers:
+                try:
+                    value = abs(complex(number))
+                except (TypeError, ValueError):
+                    continue
+                if 0 < value < math.inf:
+                    smallest = min(smallest, value)
+    return smallest
 
 
 _WARM = False
