@@ -76,6 +76,7 @@ def test_trl_keywords_and_log_extra(reward):
     assert rewards == EXPECTED
     assert logged["extracted_answer"] == ["1", "2", "", r"\frac{1}{2}"]
     assert metrics["math_reward/no_answer_frac"] == 0.25
+    assert metrics["math_reward/grader_errors"] == 0.0
 
 
 def test_list_and_float_golds(reward):
@@ -161,10 +162,13 @@ def test_dead_worker_scores_zero_and_is_replaced():
 @pytest.mark.parametrize("num_workers", [0, 1])
 def test_a_raising_grader_is_told_from_a_graded_zero(num_workers):
     """Same 0.0 reward, three different stories: graded, no answer, raised (in the pool and in-process)."""
+    metrics: dict[str, float] = {}
     with MathReward(num_workers=num_workers, timeout_s=5.0, grade_fn=hanging_grade) as r:
         completions = [r"\boxed{" + RAISE_MARKER + "}", r"\boxed{2}", "no answer", r"\boxed{1}"]
-        assert r(completions, answer=["1", "1", "1", "1"]) == [0.0, 0.0, 0.0, 1.0]
+        scores = r(completions, answer=["1", "1", "1", "1"], log_metric=metrics.__setitem__)
+        assert scores == [0.0, 0.0, 0.0, 1.0]
         assert r.last_outcomes == [RAISED, GRADED, NO_ANSWER, GRADED]
+        assert metrics["math_reward/grader_errors"] == 1.0
 
 
 def test_pickle_deepcopy_and_close(reward):

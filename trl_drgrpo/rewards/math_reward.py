@@ -228,6 +228,10 @@ class MathReward:
         log_metric = kwargs.get("log_metric")
         if callable(log_metric) and answers:
             log_metric("math_reward/no_answer_frac", sum(a is None for a in answers) / len(answers))
+            # responses whose grader raised (scored 0 by the catch-all): a bug to look at, not a wrong answer
+            log_metric(
+                "math_reward/grader_errors", float(sum(o is Outcome.RAISED for o in self.last_outcomes))
+            )
             if self.num_workers:  # hard-bound events, apart from the ordinary zeros
                 log_metric("math_reward/hard_timeouts", float(self.last_timed_out))
                 log_metric("math_reward/worker_deaths", float(self.last_died))
