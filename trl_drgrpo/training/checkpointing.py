@@ -35,7 +35,7 @@ logger = logging.getLogger("trl_drgrpo.training.checkpointing")
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STAGING_PREFIX = "tmp-"
 ROLLOUT_STATE = "drgrpo_rollout_state_{rank}.pt"
-# Test-only fault injection: "save:6,step:7,term:9"; each point fires once (a marker file in the _DIR folder).
+# Test-only fault injection: "save:6,step:7,term:9,raise@1:3"; each point fires once (a marker file in the _DIR folder).
 FAULTS_ENV = "TRL_DRGRPO_TEST_FAULTS"
 FAULTS_DIR_ENV = "TRL_DRGRPO_TEST_FAULTS_DIR"
 SIGTERM_EXIT_CODE = 128 + signal.SIGTERM  # what a process killed by SIGTERM reports; the run is not finished
@@ -204,8 +204,8 @@ class EpochRepeatSampler(RepeatSampler):
 
 # ---------------------------------------------------------------------------------------------- faults (tests)
 def fault_point(kind: str, step: int) -> None:
-    """Test-only: at a point named in ``$TRL_DRGRPO_TEST_FAULTS``, SIGKILL this process, or for ``term`` send
-    SIGTERM to its process group (run it in a session of its own).
+    """Test-only: at a point named in ``$TRL_DRGRPO_TEST_FAULTS``, SIGKILL this process, for ``term`` send
+    SIGTERM to its process group (run it in a session of its own), for ``raise`` raise a ``RuntimeError``.
 
     ``kind@R:step`` (e.g. ``term@1:3``) fires on the process of rank ``R`` only (``$RANK``, else ``$LOCAL_RANK``,
     else 0), and its ``term`` signals that process alone: one rank of a multi-process run gets the signal.
@@ -226,6 +226,8 @@ def fault_point(kind: str, step: int) -> None:
         return
     marker.touch()
     logger.warning("test fault %s fires", point)
+    if kind == "raise":  # an error inside one rank's training step (an OOM, a bug)
+        raise RuntimeError(f"test fault {point}")
     if whole_group:  # as a scheduler does: the whole process group (grading workers too)
         os.killpg(os.getpgrp(), signal.SIGTERM)
     else:
@@ -309,6 +311,7 @@ class _CrashSafeCallback(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         fault_point("term", state.global_step + 1)
+        fault_point("raise", state.global_step + 1)
 
     def on_step_end(self, args, state, control, **kwargs):
         step = state.global_step
