@@ -95,6 +95,9 @@ class DrGRPOTrainer(CrashSafeTrainerMixin, GRPOTrainer):
             "Responses cut at max_completion_length=%d: %s", self.max_completion_length, self.truncation_rule
         )
         self._rollout: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._rollouts_generated = self._rollouts_in_table = (
+            0  # the completion table is written once per rollout
+        )
         self._flat_rollouts = 0  # consecutive training rollouts in which no group has any reward spread
         self._warned_truncation = self._warned_flat = False
         if args.multi_objective_aggregation == "normalize_then_sum":
@@ -193,6 +196,7 @@ class DrGRPOTrainer(CrashSafeTrainerMixin, GRPOTrainer):
                 logged.pop()
             logged.extend(advantages.tolist())
         self._log_rollout_metrics(mode, rewards, truncated, lengths, group_size)
+        self._rollouts_generated += 1
         if mode == "train":
             self._warn_if_no_signal(rewards, truncated, group_size)
         return output
@@ -221,9 +225,45 @@ class DrGRPOTrainer(CrashSafeTrainerMixin, GRPOTrainer):
         if (~correct).any():
             metrics["drgrpo/incorrect_mean_length"].append(lengths[~correct].mean().item())
         metrics["drgrpo/truncated_fraction"].append(truncated.float().mean().item())
+        if not self.tools:
+            self._replace_length_metrics(metrics, truncated, lengths)
         metrics["drgrpo/zero_std_group_fraction"].append(
             zero_spread_groups(rewards, group_size).float().mean().item()
         )
+
+    @staticmethod
+    def _replace_length_metrics(metrics: dict, truncated: torch.Tensor, lengths: torch.Tensor) -> None:
+        """TRL's clipped ratio and terminated lengths under this trainer's truncation rule.
+
+        TRL calls a response clipped when its last token is not EOS/pad, so every response that stopped at a stop
+        string (R1's ``</answer>``) or at the context limit would count wrongly (clipped, resp. terminated).
+        Here clipped means ``drgrpo/truncated_fraction``'s truncated; the values TRL just appended are replaced.
+        """
+        terminated = lengths[~truncated]
+        if terminated.numel() == 0:  # as TRL: 0 when no response terminated
+            terminated = torch.zeros(1, device=lengths.device)
+        values = {
+            "completions/clipped_ratio": truncated.float().mean(),
+            "completions/mean_terminated_length": terminated.mean(),
+            "completions/min_terminated_length": terminated.min(),
+            "completions/max_terminated_length": terminated.max(),
+        }
+        for key, value in values.items():
+            if metrics.get(key):
+                metrics[key][-1] = value.item()
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """TRL's log, with the completion table (parquet file, W&B/trackio table, console sample) written once
+        per rollout: TRL writes the whole table at every log although it changes once per rollout."""
+        table = self.log_completions
+        fresh = self._rollouts_generated != self._rollouts_in_table
+        self.log_completions = table and fresh
+        try:
+            super().log(logs, start_time)
+        finally:
+            self.log_completions = table
+        if table and fresh:
+            self._rollouts_in_table = self._rollouts_generated
 
     def _warn_if_no_signal(self, rewards: torch.Tensor, truncated: torch.Tensor, group_size: int) -> None:
         """Warn loudly (once each) when rollouts carry no learning signal, naming the cause and the fix."""
