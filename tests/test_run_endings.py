@@ -80,6 +80,7 @@ def test_an_error_on_one_rank_ends_all_ranks_at_once_with_its_traceback(workload
     fired = (out / f"fired-raise@1-{STOP}").stat().st_mtime
     assert run.code is not None, f"the run hung (killed after {TIMEOUT_S} s):\n{run.stderr[-3000:]}"
     assert run.code != 0
+    print(f"error to the end of the launcher: {run.ended - fired:.1f} s")
     assert run.ended - fired < DOWN_WITHIN_S, (run.ended - fired, run.stderr[-3000:])
     assert "Traceback (most recent call last)" in run.ranks[1], run.ranks[1][-3000:]
     assert f"RuntimeError: test fault raise@1:{STOP}" in run.ranks[1], run.ranks[1][-3000:]
@@ -100,6 +101,9 @@ def test_a_finished_run_finishes_its_tracker_with_the_evaluation_under_eval(work
 
 def test_sigterm_with_evaluation_configured_saves_and_stops_without_evaluating(workload):
     out, run, tracker = _launch(workload, "sigterm", f"term@1:{STOP}")
+    took = run.ended - (out / f"fired-term@1-{STOP}").stat().st_mtime
+    print(f"SIGTERM to the end of the launcher: {took:.1f} s")  # the figure in docs/preemption.md
+    assert took < DOWN_WITHIN_S, run.stderr[-3000:]
     assert run.code == 1, run.stderr[-3000:]  # torch elastic reports the ranks' 143 as its own 1
     assert set(re.findall(r"exitcode\s*:\s*(-?\d+)", run.stderr)) == {str(SIGTERM_EXIT_CODE)}, run.stderr[
         -3000:
