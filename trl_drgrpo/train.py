@@ -25,7 +25,12 @@ from .rewards import build_reward
 from .templates import Template, get_template
 from .trainer import DrGRPOTrainer
 from .training import arguments
-from .training.checkpointing import choose_checkpoint, exit_if_stopped, install_sigterm_handler
+from .training.checkpointing import (
+    choose_checkpoint,
+    exit_if_stopped,
+    install_sigterm_handler,
+    stopped_by_signal_message,
+)
 from .training.outputs import finish_run, finish_trackers
 from .training.precision import apply_master_weights
 from .training.preflight import check_trackers
@@ -158,17 +163,18 @@ def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_
     if checkpoint:
         logger.info("Resuming from %s", checkpoint)
     install_sigterm_handler(trainer)  # SIGTERM: finish the optimizer step, save a checkpoint, exit 143
-    in_step = True  # False once every rank is known to leave here together (finished, or stopped by SIGTERM)
+    together = False  # whether every rank leaves here at the same point: finished, or stopped by SIGTERM
     try:
         result = trainer.train(resume_from_checkpoint=checkpoint)
-        in_step = False
+        together = stopped_by_signal_message(trainer) is not None  # the ranks agreed on the stop step
         exit_if_stopped(trainer)
         finish_run(trainer, result, script_args.dataset_name)
+        together = True
     finally:
         reward.close()
         # After an error on this rank the others are inside some collective: a barrier here would wait for them
         # until the ddp_timeout (30 min) and keep the error unprinted. cli() prints it and ends this process.
-        if not in_step and dist.is_available() and dist.is_initialized():
+        if together and dist.is_available() and dist.is_initialized():
             # A barrier before tear-down avoids a rank aborting at exit while another still writes.
             dist.barrier()
             dist.destroy_process_group()
