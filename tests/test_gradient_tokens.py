@@ -153,6 +153,22 @@ def model_and_tokenizer(tiny_model_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
+@pytest.fixture(scope="module")
+def absolute_positions_model(tiny_model_dir, tmp_path_factory):
+    """A tiny GPT-2 (learned absolute position embeddings): cutting left-padding without keeping the positions
+    changes its outputs, whereas RoPE models are almost invariant to the shift."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=2, n_head=2)
+    config.pad_token_id, config.eos_token_id = tok.pad_token_id, tok.eos_token_id
+    path = tmp_path_factory.mktemp("gpt2")
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return AutoModelForCausalLM.from_pretrained(path), tok
+
+
 def _compare(tmp_path, model_and_tokenizer, peft_config=None, exact=False, **options):
     runs = [
         _train(t, c, model_and_tokenizer, tmp_path / c.__name__, peft_config=peft_config, **options)
@@ -211,6 +227,12 @@ def test_same_update_as_trl_for_the_four_arms(
         if "drgrpo/trained_token_fraction" in h
     ]
     assert fractions and all(0 < f <= 1 for f in fractions) and min(fractions) < 1
+
+
+def test_same_update_with_absolute_position_embeddings(tmp_path, absolute_positions_model):
+    """The kept tokens keep TRL's positions (the trimmed left-padding's offset is passed to the model)."""
+    _, _, trl_shapes, our_shapes = _compare(tmp_path, absolute_positions_model)
+    _assert_savings(trl_shapes, our_shapes)
 
 
 def test_same_update_with_two_passes_per_rollout(tmp_path, model_and_tokenizer):
