@@ -376,3 +376,30 @@ def test_unsupported_keys_are_named():
     batch = _batch([1], [1], [0.0])
     assert batching.unsupported_keys(batch) == []
     assert batching.unsupported_keys({**batch, "pixel_values": torch.zeros(1)}) == ["pixel_values"]
+
+
+@pytest.mark.parametrize(
+    ("options", "skips", "groups", "reason"),
+    [
+        ({}, True, True, None),
+        ({"beta": 0.1}, False, True, "beta != 0"),
+        ({"entropy_coef": 0.01}, False, False, "entropy bonus"),
+        ({"top_entropy_quantile": 0.5}, False, False, "top_entropy_quantile"),
+        ({"steps_per_generation": 4}, True, False, "not a whole number of optimizer steps"),
+        ({"gradient_tokens_only": False}, False, False, None),
+    ],
+)
+def test_each_saving_only_where_exact(tmp_path, model_and_tokenizer, options, skips, groups, reason):
+    """Where a saving would change the update it is off, and the reason is logged once."""
+    trainer = DrGRPOTrainer(
+        model=copy.deepcopy(model_and_tokenizer[0]),
+        reward_funcs=[parity_reward, odd_reward],
+        args=_args(DrGRPOConfig, tmp_path, **options),
+        train_dataset=Dataset.from_dict({"prompt": PROMPTS}),
+        processing_class=model_and_tokenizer[1],
+        rollout_func=varied_rollout,
+    )
+    assert (trainer._skip_zero_rows, trainer._group_rows) == (skips, groups)
+    assert trainer._trim_batches == options.get("gradient_tokens_only", True)
+    notes = " ".join(trainer._notes)
+    assert (reason in notes) if reason else not notes
