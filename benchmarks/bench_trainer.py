@@ -86,6 +86,7 @@ def _profile_rollout(profile: str | None, max_len: int):
             for _ in prompts:
                 length = rng.randint(max_len // 4, max_len)
                 ids = [rng.randrange(3, len(tok) - 3) for _ in range(length)]
+                ids[0] = CORRECT if length % 7 < 3 else WRONG
                 if length < max_len:
                     ids[-1] = tok.eos_token_id
                 completion_ids.append(ids)
