@@ -11,6 +11,9 @@ kernels, all of TRL's metrics) run unchanged. What differs from TRL, following t
   epsilon); the paper's metrics; a loud warning when rollouts carry no learning signal;
 * ``_compute_loss``: Dr. GRPO's constant normaliser is ``loss_normalizer`` (default: the generation budget,
   which is what TRL's ``dr_grpo`` divides by).
+* ``_prepare_inputs``/``compute_loss`` (``gradient_tokens_only``, on by default): the same update on fewer tokens,
+  per micro-batch padding trimmed, zero-advantage rows left out where exact, rows grouped by length within an
+  optimizer step (:mod:`trl_drgrpo.training.batching`; docs/gradient-tokens.md).
 
 :mod:`trl_drgrpo.objective` is the readable specification; the tests hold this trainer to it.
 """
