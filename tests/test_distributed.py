@@ -32,7 +32,7 @@ def workload(tiny_model_dir, tmp_path_factory) -> Path:
     return checkpointed_workload(tmp_path_factory.mktemp("dist"), tiny_model_dir, STEPS)
 
 
-def _train(workload: Path, name: str, launcher: list[str], per_device_batch: int) -> list[dict]:
+def _train(workload: Path, name: str, launcher: list[str], per_device_batch: int, *extra: str) -> list[dict]:
     out = workload / name
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1", "DS_ACCELERATOR": "cpu"}
@@ -46,6 +46,7 @@ def _train(workload: Path, name: str, launcher: list[str], per_device_batch: int
         str(out),
         "--per_device_train_batch_size",
         str(per_device_batch),
+        *extra,
     ]
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -63,9 +64,14 @@ def _accelerate(config: str) -> list[str]:
     ]
 
 
+# The reference runs TRL's training phase (gradient_tokens_only off); the multi-process runs train only the tokens
+# with gradient (on by default): trimmed micro-batches, zero-advantage rows left out.
+TRL_PATH = ("--gradient_tokens_only", "false")
+
+
 @pytest.fixture(scope="module")
 def single_process(workload) -> list[dict]:
-    return _train(workload, "single", [sys.executable], per_device_batch=8)
+    return _train(workload, "single", [sys.executable], 8, *TRL_PATH)
 
 
 def _assert_same_steps(reference: list[dict], other: list[dict]) -> None:
@@ -95,3 +101,34 @@ def test_deepspeed_zero3_two_processes_match_one(workload, single_process):
     _assert_same_steps(
         single_process, _train(workload, "zero3", _accelerate("cpu_zero3.yaml"), per_device_batch=4)
     )
+
+
+# A rank whose whole micro-batch has advantage 0 (tests/distributed/rollouts.py: flat_rank_rollout): it still runs
+# forward/backward (one zero-weight row per kept row of the other rank), so the collectives match.
+@pytest.fixture(scope="module")
+def flat_rank_workload(tiny_model_dir, tmp_path_factory) -> Path:
+    return checkpointed_workload(
+        tmp_path_factory.mktemp("flat_rank"),
+        tiny_model_dir,
+        STEPS,
+        num_generations=4,
+        rollout_func="tests.distributed.rollouts.flat_rank_rollout",
+    )
+
+
+@pytest.fixture(scope="module")
+def flat_rank_single(flat_rank_workload) -> list[dict]:
+    return _train(flat_rank_workload, "single", [sys.executable], 16, *TRL_PATH)
+
+
+def test_ddp_with_an_all_zero_advantage_rank(flat_rank_workload, flat_rank_single):
+    runs = _train(flat_rank_workload, "ddp", _accelerate("cpu_ddp.yaml"), 8)
+    _assert_same_steps(flat_rank_single, runs)
+    assert all(h["drgrpo/trained_token_fraction"] < 0.6 for h in runs)  # half the rows (or fewer) trained
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
+def test_deepspeed_zero2_with_an_all_zero_advantage_rank(flat_rank_workload, flat_rank_single):
+    runs = _train(flat_rank_workload, "zero2", _accelerate("cpu_zero2.yaml"), 8)
+    _assert_same_steps(flat_rank_single, runs)
+    assert all(h["drgrpo/trained_token_fraction"] < 0.6 for h in runs)

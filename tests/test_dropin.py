@@ -21,6 +21,7 @@ OURS_ONLY = {
     "drgrpo/zero_std_group_fraction",
     "drgrpo/correct_mean_length",
     "drgrpo/incorrect_mean_length",
+    "drgrpo/trained_token_fraction",  # gradient_tokens_only (on by default)
 }
 
 

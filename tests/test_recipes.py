@@ -146,3 +146,14 @@ def test_demo_recipe_is_small_and_on_cpu():
     assert train.use_cpu and not train.use_vllm and not train.bf16
     assert train.max_completion_length <= 128 and train.num_generations == 8
     assert script.template == "no" and (train.loss_type, train.scale_rewards) == ("dr_grpo", "none")
+
+
+@pytest.mark.parametrize(
+    "path", sorted(RECIPES_DIR.glob("*/*.yaml")), ids=lambda p: str(p.relative_to(RECIPES_DIR))
+)
+def test_recipes_train_only_tokens_with_gradient_where_exact(path):
+    """gradient_tokens_only is on, and every setting that would make leaving out zero-advantage rows inexact is off."""
+    _, train, _ = parse(path)
+    assert train.gradient_tokens_only is True
+    assert train.beta == 0.0 and train.entropy_coef == 0.0 and not train.use_adaptive_entropy
+    assert train.top_entropy_quantile == 1.0

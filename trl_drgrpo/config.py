@@ -108,6 +108,10 @@ class DrGRPOConfig(GRPOConfig):
         no_signal_patience (`int`, defaults to `3`):
             Warn (once) when this many consecutive rollouts have no group with any reward spread, i.e. every
             advantage is 0 and training does nothing. `0` turns the check off.
+        gradient_tokens_only (`bool`, defaults to `True`):
+            Run forward/backward only on the tokens that carry gradient, with TRL's update (see
+            `trl_drgrpo.training.batching`): per-micro-batch padding trimming, rows with advantage exactly 0 left
+            out where that is exact, length grouping within an optimizer step. `False` is TRL's training phase.
 
     Defaults that differ from `GRPOConfig`: `max_completion_length=3000`, `lr_scheduler_type="constant"`,
     `adam_beta2=0.95`, `vllm_importance_sampling_correction=False`; `beta=0` (no KL, no reference model),
@@ -186,6 +190,16 @@ class DrGRPOConfig(GRPOConfig):
         metadata={
             "help": "Warn once when this many consecutive rollouts have no group with any reward spread (every "
             "advantage 0, nothing learned). 0 turns the check off."
+        },
+    )
+    gradient_tokens_only: bool = field(
+        default=True,
+        metadata={
+            "help": "Train only on the tokens that carry gradient, with the same update as TRL: trim each "
+            "micro-batch's all-padding columns, leave out rows whose advantage is exactly 0 where that is exact "
+            "(beta=0, no entropy bonus or entropy mask), and group responses of similar length within an optimizer "
+            "step. Logs drgrpo/trained_token_fraction; TRL's entropy and clip-ratio metrics then cover the trained "
+            "rows only. False runs TRL's training phase as it is."
         },
     )
     samples_per_step: int | None = field(

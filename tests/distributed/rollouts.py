@@ -22,3 +22,18 @@ def fixed_rollout(prompts: list[str], trainer) -> dict:
         prompt_ids.append(tok(prompt)["input_ids"])
         completion_ids.append(ids)
     return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
+
+
+def flat_rank_rollout(prompts: list[str], trainer) -> dict:
+    """`fixed_rollout`, except that every global row from 4 on is answered right: with groups of 4 and 8 rows per
+    rank, rank 0 holds one group with a reward spread and one without, rank 1 only groups without (advantage 0)."""
+    rollout = fixed_rollout(prompts, trainer)
+    tok = trainer.processing_class
+    offset = trainer.accelerator.process_index * len(prompts)
+    for i, prompt in enumerate(prompts):
+        if offset + i >= 4:
+            a, b = (int(x) for x in re.findall(r"\d+", prompt)[-2:])
+            rollout["completion_ids"][i] = tok(f"{i % 3} \\boxed{{{a + b}}}")["input_ids"] + [
+                tok.eos_token_id
+            ]
+    return rollout
