@@ -67,7 +67,8 @@ def test_arguments_and_commands(tmp_path):
     args, extra = parse_args(["--arms", "grpo,drgrpo", "--seeds", "3", "--max_steps", "4", "--", "--x", "1"])
     assert args.arm_list == ["grpo", "drgrpo"] and args.seed_list == [3] and extra == ["--x", "1"]
     cmd = arm_command(args, "grpo", 3, tmp_path / "b", tmp_path / "d", tmp_path / "r", extra)
-    flags = dict(zip(cmd[2::2], cmd[3::2], strict=False))
+    assert cmd[1:3] == ["-m", "trl_drgrpo.demo.lab_train"]  # train.py plus the rollout records
+    flags = dict(zip(cmd[3::2], cmd[4::2], strict=False))
     assert flags["--length_normalization"] == "true" and flags["--std_normalization"] == "true"
     assert flags["--seed"] == "3" and flags["--max_steps"] == "4" and cmd[-2:] == ["--x", "1"]
     assert ARMS["drgrpo"] == (False, False) and ARMS["length_only"] == (True, False)
@@ -76,13 +77,23 @@ def test_arguments_and_commands(tmp_path):
             parse_args(bad)
 
 
-def test_variants_keep_the_default_lab_and_add_a_harder_split():
+def test_variants_keep_the_first_lab_and_add_the_decision_task():
     from trl_drgrpo.demo.lab_variants import variant_settings
     from trl_drgrpo.demo.run import TASK, demo_pretrain_arguments
 
-    settings, task, recipe = variant_settings("default")
+    settings, task, recipe = variant_settings("v1")
     assert settings == demo_pretrain_arguments() and task == TASK and recipe.endswith("bias_lab.yaml")
-    assert parse_args([])[0].recipe == str(REPO / "recipes" / "lab" / "bias_lab.yaml")
+    assert parse_args(["--variant", "v1"])[0].recipe == str(REPO / "recipes" / "lab" / "bias_lab.yaml")
+    # the default (pre-registered) lab: a base that always boxes, right answers stop, wrong ones may continue
+    args = parse_args([])[0]
+    assert args.variant == "decision" and args.recipe == str(REPO / "recipes/lab/bias_lab_decision.yaml")
+    assert args.seed_list == list(range(8)) and args.side_seed_list == [0, 1]
+    settings, task, _ = variant_settings("decision")
+    assert settings.unboxed_rate == 0.0 and settings.steps_rate == 0.0 and 0 < settings.ramble_rate < 1
+    assert task["max_mul_operand"] == 15 and settings.max_mul_operand == 15
+    # --seeds alone applies to every arm; --side_seeds sets the single-bias arms
+    args = parse_args(["--seeds", "3,4"])[0]
+    assert args.seed_list == [3, 4] and args.side_seed_list == [3, 4]
     settings, task, recipe = variant_settings("persistent")
     assert (
         task["max_mul_operand"] > TASK["max_mul_operand"]

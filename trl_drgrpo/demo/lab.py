@@ -26,7 +26,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .lab_variants import VARIANTS, variant_settings
+from .lab_variants import DEFAULT_SEEDS, VARIANTS, variant_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_RECIPE = REPO / "recipes" / "lab" / "bias_lab.yaml"
@@ -53,12 +53,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--recipe", default=None, help="the arms' recipe (default: the variant's)")
     parser.add_argument(
         "--variant",
-        default="default",
+        default="decision",
         choices=VARIANTS,
-        help="task and base model (trl_drgrpo/demo/lab_variants.py); persistent: a harder split",
+        help="task and base model (trl_drgrpo/demo/lab_variants.py): decision (pre-registered), v1, persistent",
     )
     parser.add_argument(
-        "--seeds", default="0,1,2", help="comma-separated RL seeds (one run per arm and seed)"
+        "--seeds",
+        default=None,
+        help="comma-separated RL seeds of GRPO and Dr. GRPO (default: the variant's; decision: 0-7)",
+    )
+    parser.add_argument(
+        "--side_seeds",
+        default=None,
+        help="seeds of the single-bias arms length_only / std_only (default: the variant's; decision: 0,1)",
     )
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
     parser.add_argument("--max_steps", type=int, default=None, help="override the recipe's RL steps")
@@ -71,12 +78,21 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
         parser.error(f"--arms: unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
-    try:
-        args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    if not args.seed_list:
-        parser.error("--seeds: give at least one seed")
+    if args.variant not in DEFAULT_SEEDS:
+        parser.error(f"--variant: unknown {args.variant!r}")
+    seeds, side = DEFAULT_SEEDS[args.variant]
+    args.seeds = seeds if args.seeds is None else args.seeds
+    args.side_seeds = (
+        (side if args.seeds == seeds else args.seeds) if args.side_seeds is None else args.side_seeds
+    )
+    for name in ("seeds", "side_seeds"):
+        try:
+            values = [int(s) for s in getattr(args, name).split(",") if s.strip()]
+        except ValueError:
+            parser.error(f"--{name} must be comma-separated integers, got {getattr(args, name)!r}")
+        if not values:
+            parser.error(f"--{name}: give at least one seed")
+        setattr(args, "seed_list" if name == "seeds" else "side_seed_list", values)
     if args.jobs < 1 or args.window < 1:
         parser.error("--jobs and --window must be >= 1")
     args.arm_list = arms
@@ -92,15 +108,20 @@ def _bool(flag: bool) -> str:
 def arm_command(
     args: argparse.Namespace, arm: str, seed: int, base: Path, data: Path, run_dir: Path, extra: list[str]
 ) -> list[str]:
-    """The ``recipes/train.py`` command of one arm and seed."""
+    """The training command of one arm and seed (``recipes/train.py`` plus rollout records: ``lab_train``)."""
     length_norm, std_norm = ARMS[arm]
-    cmd = [sys.executable, str(REPO / "recipes" / "train.py"), "--config", args.recipe]
+    cmd = [sys.executable, "-m", "trl_drgrpo.demo.lab_train", "--config", args.recipe]
     cmd += ["--model_name_or_path", str(base), "--dataset_name", str(data), "--output_dir", str(run_dir)]
     cmd += ["--length_normalization", _bool(length_norm), "--std_normalization", _bool(std_norm)]
     cmd += ["--seed", str(seed), "--run_name", f"{arm}-seed{seed}"]
     if args.max_steps is not None:
         cmd += ["--max_steps", str(args.max_steps), "--save_steps", str(args.max_steps)]
     return cmd + extra
+
+
+def arm_seeds(args: argparse.Namespace, arm: str) -> list[int]:
+    """The seeds an arm runs: ``--seeds`` for GRPO and Dr. GRPO, ``--side_seeds`` for the single-bias arms."""
+    return args.seed_list if arm in ("grpo", "drgrpo") else args.side_seed_list
 
 
 def _run_all(jobs: list[tuple[str, list[str], Path]], parallel: int) -> None:
@@ -151,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from .lab_report import build_report, write_report
+    from .lab_report import build_report, load_mechanism, write_report
     from .plots import load_log_history
     from .pretrain import pretrain
     from .run import (
@@ -177,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     train.save_to_disk(str(data))
 
     run_dirs = {
-        arm: {str(s): out / "runs" / arm / f"seed{s}" for s in args.seed_list} for arm in args.arm_list
+        arm: {str(s): out / "runs" / arm / f"seed{s}" for s in arm_seeds(args, arm)} for arm in args.arm_list
     }
     jobs = [
         (f"{arm} seed {seed}", arm_command(args, arm, int(seed), base, data, run_dir, extra), run_dir)
@@ -201,10 +222,19 @@ def main(argv: list[str] | None = None) -> dict:
     histories = {
         arm: {seed: load_log_history(d) for seed, d in seeds.items()} for arm, seeds in run_dirs.items()
     }
+    mechanisms = {
+        arm: {seed: load_mechanism(d) for seed, d in seeds.items()} for arm, seeds in run_dirs.items()
+    }
     report = build_report(
-        histories, accuracies, labels=LABELS, window=args.window, base_accuracy=base_accuracy
+        histories,
+        accuracies,
+        labels=LABELS,
+        window=args.window,
+        base_accuracy=base_accuracy,
+        mechanisms=mechanisms,
+        variant=args.variant,
     )
-    data_out = write_report(out, run_dirs, report, labels=LABELS)
+    data_out = write_report(out, run_dirs, report, labels=LABELS, mechanisms=mechanisms)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     timings = {
         "total_wall_s": round(time.time() - start, 1),
