@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     from .lab_report import build_report, load_mechanism, write_report
     from .plots import load_log_history
-    from .pretrain import pretrain
+    from .pretrain import pretrain, weights_digest
     from .run import (
         EVAL_MAX_TOKENS,
         N_TEST,
@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
         mechanisms=mechanisms,
         variant=args.variant,
     )
+    report["base_weights_sha256"] = weights_digest(base)
+    report["markdown"] += f"\nBase model weights (SHA-256 of the tensors): `{report['base_weights_sha256']}`.\n"
     data_out = write_report(out, run_dirs, report, labels=LABELS, mechanisms=mechanisms)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     timings = {

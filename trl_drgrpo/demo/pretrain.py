@@ -88,6 +88,29 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def weights_digest(model_dir: str | os.PathLike) -> str:
+    """SHA-256 over a saved model's tensors (names, dtypes, shapes and bytes, in name order).
+
+    Independent of the file's layout and metadata, so two runs that trained the same weights agree.
+    """
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no .safetensors weights in {model_dir}")
+    tensors = {}
+    for f in files:
+        tensors.update(load_file(str(f)))
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
 def pretrain(
     output_dir: str | os.PathLike, args: PretrainArguments | None = None, *, init_dir: str | None = None
 ) -> str:
