@@ -235,7 +235,9 @@ def main(argv: list[str] | None = None) -> dict:
         variant=args.variant,
     )
     report["base_weights_sha256"] = weights_digest(base)
-    report["markdown"] += f"\nBase model weights (SHA-256 of the tensors): `{report['base_weights_sha256']}`.\n"
+    report["markdown"] += (
+        f"\nBase model weights (SHA-256 of the tensors): `{report['base_weights_sha256']}`.\n"
+    )
     data_out = write_report(out, run_dirs, report, labels=LABELS, mechanisms=mechanisms)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     timings = {
