@@ -157,3 +157,29 @@ def test_rollout_mechanism_and_run_numbers():
     assert numbers["drift_measured"] == pytest.approx(math.log(8.5 / 9) - math.log(4.5 / 9))
     assert numbers["drift_predicted_signal"] == pytest.approx(2.0 * m["pred_drift"])
     assert mechanism_numbers([], 2) == {}
+
+
+def test_result_first_solutions_show_the_slip_and_parse():
+    import random
+
+    rng = random.Random(1)
+    text = varied_solution(7, "*", 8, 57, rng, ramble_rate=1.0, ramble_continue=0.0, result_first=True)
+    assert text.startswith("7 * 8 = 56. \\boxed{57}.") and text.count(".") == 3
+    s = parse_response(" " + text, "56")
+    assert (s.verdict, s.slip, s.ending, s.fillers) == ("wrong", True, "ramble", 1)
+    right = varied_solution(7, "*", 8, 56, rng, ramble_rate=1.0, result_first=True)
+    assert right == "7 * 8 = 56. \\boxed{56}." and parse_response(right, "56").ending == "stop"
+
+
+def test_base_is_current_accepts_a_log_without_a_later_default_field(tmp_path):
+    import json
+    from dataclasses import asdict, replace
+
+    from trl_drgrpo.demo.run import base_is_current, demo_pretrain_arguments
+
+    settings = demo_pretrain_arguments()
+    (tmp_path / "config.json").write_text("{}")
+    old = {k: v for k, v in asdict(settings).items() if k != "result_first"}
+    (tmp_path / "pretrain_log.json").write_text(json.dumps({"args": old}))
+    assert base_is_current(tmp_path, settings)
+    assert not base_is_current(tmp_path, replace(settings, result_first=True))

@@ -45,6 +45,7 @@ class PretrainArguments:
     steps_rate: float = 0.0
     ramble_rate: float = 0.0
     ramble_continue: float = 0.5
+    result_first: bool = False
     max_operand: int = 20
     max_mul_operand: int = 9
     steps: int = 600
@@ -151,6 +152,7 @@ def pretrain(
         steps_rate=args.steps_rate,
         ramble_rate=args.ramble_rate,
         ramble_continue=args.ramble_continue,
+        result_first=args.result_first,
         max_operand=args.max_operand,
         max_mul_operand=args.max_mul_operand,
         eos=tokenizer.eos_token,
