@@ -17,7 +17,7 @@ from trl_drgrpo.demo.lab_mechanism import (
     token_weights,
 )
 from trl_drgrpo.demo.lab_report import (
-    fit_gain,
+    fit_line,
     mean_std,
     mechanism_numbers,
     permutation_test,
@@ -129,10 +129,11 @@ def test_statistics_against_fixed_numbers():
     # S <= 11 ({1,2,3,4}, {1,2,3,5}) or S >= 25 (their mirrors): 4 of C(8,4) = 70
     a, b = [1.0, 2.0, 3.0, 5.0], [4.0, 6.0, 7.0, 8.0]
     assert permutation_test(a, b) == pytest.approx(4 / 70)
-    assert fit_gain([1.0, 2.0], [2.0, 4.0]) == pytest.approx(2.0) and fit_gain([0.0], [1.0]) is None
+    assert fit_line([1.0, 2.0, 3.0], [3.0, 5.0, 7.0]) == pytest.approx((1.0, 2.0))  # y = 1 + 2x
+    assert fit_line([1.0, 1.0], [1.0, 2.0]) is None and fit_line([0.0], [1.0]) is None
     # z now = 0.01 * 100 / (0.2 * sqrt(2/8)) = 10 -> T = 100 * (2.5758 / 10)^2
     assert steps_needed(0.01, 0.2, 100, 8) == pytest.approx(100 * 0.25758**2, rel=1e-4)
-    assert steps_needed(-0.01, 0.2, 100, 8) is None
+    assert steps_needed(-0.01, 0.2, 100, 8) is None and steps_needed(0.01, 0.0, 100, 1) is None
 
 
 def test_rollout_mechanism_and_run_numbers():

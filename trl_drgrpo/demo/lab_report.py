@@ -263,10 +263,22 @@ def mechanism_numbers(steps: Sequence[Mapping], window: int) -> dict[str, float 
     return out
 
 
-def fit_gain(signals: Sequence[float], measured: Sequence[float]) -> float | None:
-    """Least-squares gain through the origin, ``measured ~ kappa * signal`` (None without signal)."""
-    den = sum(s * s for s in signals)
-    return sum(s * m for s, m in zip(signals, measured, strict=True)) / den if den > 0 else None
+def fit_line(signals: Sequence[float], measured: Sequence[float]) -> tuple[float, float] | None:
+    """Least-squares ``measured ~ c + kappa * signal`` over runs; ``(c, kappa)``, None without spread in signal.
+
+    ``c`` is the drift every arm shares (whatever moves the decision besides the length term: the rest of
+    the RL update, Adam's per-parameter scaling, parameters shared with other contexts); ``kappa`` converts
+    the first-order push into the measured change. Only ``kappa`` separates the arms.
+    """
+    n = len(signals)
+    if n < 2 or n != len(measured):
+        return None
+    ms, mm = sum(signals) / n, sum(measured) / n
+    sxx = sum((x - ms) ** 2 for x in signals)
+    if sxx <= 0:
+        return None
+    kappa = sum((x - ms) * (y - mm) for x, y in zip(signals, measured, strict=True)) / sxx
+    return mm - kappa * ms, kappa
 
 
 def steps_needed(
@@ -278,9 +290,9 @@ def steps_needed(
     to grow like ``sqrt(T)`` (a random walk), so ``T = steps * (z * seed_std * sqrt(2/seeds) /
     (effect_per_step * steps))**2``. None when the predicted effect is zero or of the wrong sign.
     """
-    if effect_per_step <= 0 or steps < 1 or seeds < 1:
-        return None
-    z_now = effect_per_step * steps / (seed_std * math.sqrt(2.0 / seeds)) if seed_std > 0 else math.inf
+    if effect_per_step <= 0 or seed_std <= 0 or steps < 1 or seeds < 1:
+        return None  # no effect to grow, or no spread to estimate it against (one seed)
+    z_now = effect_per_step * steps / (seed_std * math.sqrt(2.0 / seeds))
     return steps * (z / z_now) ** 2
 
 
@@ -293,9 +305,8 @@ def mechanism_summary(
     """Per arm: the decision table, predicted vs measured drift (one gain over all runs), the pre-registered
     test (GRPO vs Dr. GRPO on ``drift_measured``), the steps it implies, and the update share per bucket."""
     runs = [(arm, seed, r) for arm, seeds in per_run.items() for seed, r in seeds.items() if PRIMARY in r]
-    kappa = fit_gain(
-        [r["drift_predicted_signal"] for _, _, r in runs], [r[PRIMARY] or 0.0 for _, _, r in runs]
-    )
+    fit = fit_line([r["drift_predicted_signal"] for _, _, r in runs], [r[PRIMARY] or 0.0 for _, _, r in runs])
+    common, kappa = fit if fit else (None, None)
     arms = {}
     for arm, seeds in per_run.items():
         rows = [r for r in seeds.values() if PRIMARY in r]
@@ -318,7 +329,9 @@ def mechanism_summary(
             values = [r[key] for r in rows if r.get(key) is not None]
             entry[key] = mean_std(values) if values else None
         signal = entry["drift_predicted_signal"]
-        entry["drift_predicted"] = (kappa * signal[0], abs(kappa) * signal[1]) if kappa and signal else None
+        entry["drift_predicted"] = (
+            (common + kappa * signal[0], abs(kappa) * signal[1]) if fit and signal else None
+        )
         shares = [s["bucket_shares"] for steps in mechanisms.get(arm, {}).values() for s in steps]
         entry["bucket_shares"] = (
             [sum(col) / len(shares) for col in zip(*shares, strict=True)] if shares else None
@@ -337,12 +350,15 @@ def mechanism_summary(
             "drgrpo": b,
             "difference": sum(a) / len(a) - sum(b) / len(b),
             "p": permutation_test(a, b),
-            "predicted_difference": kappa * effect * n_steps if kappa else None,
+            "predicted_difference": kappa
+            * (arms["grpo"]["drift_predicted_signal"][0] - arms["drgrpo"]["drift_predicted_signal"][0])
+            if kappa is not None
+            else None,
             "steps_for_p01": steps_needed(kappa * effect, spread, n_steps, min(len(a), len(b)))
-            if kappa
+            if kappa is not None
             else None,
         }
-    summary = {"kappa": kappa, "arms": arms, "primary_test": test}
+    summary = {"kappa": kappa, "common_drift": common, "arms": arms, "primary_test": test}
     summary["markdown"] = mechanism_markdown(summary, window)
     return summary
 
@@ -375,12 +391,15 @@ def mechanism_markdown(summary: Mapping, window: int) -> str:
     kappa = summary["kappa"]
     lines += [
         "",
-        "Predicted Δ log P = κ × Σ_t c_t (1 − p_t) g_t / M_t (`lab_mechanism.predicted_drift`: the first-order "
-        "push of each rollout's token weights on the decision, relative to the rollout's total token-weight mass;"
-        " c_t weighs each update as the start/end windows see it), with one gain κ = "
+        "Predicted Δ log P = c + κ × S, S = Σ_t c_t (1 − p_t) g_t / M_t (`lab_mechanism.predicted_drift`: the "
+        "first-order push of each rollout's token weights on the decision, relative to the rollout's total "
+        "token-weight mass; c_t weighs each update as the start/end windows see it). One line is fitted over "
+        "all runs of all arms (least squares): common drift c = "
+        + ("n/a" if summary.get("common_drift") is None else f"{summary['common_drift']:+.3f}")
+        + ", gain κ = "
         + ("n/a" if kappa is None else f"{kappa:.3g}")
-        + " fitted over all runs (measured ≈ κ × signal, least squares through 0). The signal is 0 in "
-        "expectation under Dr. GRPO without any fitting; κ only sets the scale.",
+        + ". S is 0 in expectation under Dr. GRPO (and std-norm only) without any fitting; c is what moves "
+        "every arm alike, κ the scale of the length term's push.",
     ]
     test = summary.get("primary_test")
     if test:
@@ -394,10 +413,10 @@ def mechanism_markdown(summary: Mapping, window: int) -> str:
         if test["predicted_difference"] is not None:
             steps = test["steps_for_p01"]
             lines.append(
-                f"Predicted difference κ × (signal per step, GRPO − Dr. GRPO) × steps = "
+                f"Predicted difference κ × (S of GRPO − S of Dr. GRPO) = "
                 f"{test['predicted_difference']:+.3f}; at that rate and this seed spread (growing as √T), "
                 + (
-                    "the predicted effect is not positive, so no number of steps would separate the arms."
+                    "no step count follows (the predicted effect is not positive, or one seed gives no spread)."
                     if steps is None
                     else f"p ≈ 0.01 (2.58 standard errors) needs about {steps:.0f} steps with these seeds."
                 )
