@@ -490,13 +490,13 @@ def mechanism_plots(
         for steps in seeds.values():
             if not steps:
                 continue
-            base = math.log(max(1e-3, steps[0]["pred_p"] or 1e-3))
-            measured.append(
-                [
-                    math.log(max(1e-3, v)) - base if v else math.nan
-                    for v in _smooth([s["pred_p"] for s in steps], 10)
-                ]
-            )
+            counts = [s["counts_wrong"] for s in steps]
+            rates = [
+                (sum(c[0] for c in counts[max(0, t - 9) : t + 1]) + 0.5)
+                / (sum(c[1] for c in counts[max(0, t - 9) : t + 1]) + 1.0)
+                for t in range(len(counts))
+            ]  # pooled over the last 10 rollouts, as log_drift pools its windows
+            measured.append([math.log(r) - math.log(rates[min(9, len(rates) - 1)]) for r in rates])
             predicted.append(np.cumsum([(kappa or 0.0) * s["pred_drift"] for s in steps]))
         if not measured:
             continue
