@@ -1,13 +1,15 @@
 """The bias lab (``make bias-lab``): the paper's 2x2 ablation of GRPO's two biases on a laptop.
 
 Arms: GRPO (length and std normalization), length-norm only, std-norm only, Dr. GRPO (neither); each a
-plain ``recipes/train.py`` run of ``recipes/lab/bias_lab.yaml`` with the real ``DrGRPOTrainer`` and
-``MathReward``, for several seeds. The task is the demo's arithmetic with length as a free choice
-(a worked check after right answers, rambling after slips; ``trl_drgrpo.demo.synthetic.varied_solution``)
-and the base model is the demo's (pretrained once, reused). Then every run is evaluated greedily on the
-held-out problems and ``report.md`` / ``lab_summary.json`` / ``plots/`` are written (``lab_report``).
+``recipes/train.py`` run (``lab_train``: the same run, plus ``rollouts.jsonl``, every rollout's responses and
+advantages) of the variant's recipe with the real ``DrGRPOTrainer`` and ``MathReward``. The default variant,
+``decision`` (``lab_variants``), isolates the stop/continue decision after a visible wrong answer and runs
+the pre-registered test (``recipes/lab/bias_lab_decision.yaml``): GRPO and Dr. GRPO for ``--seeds`` (0-7), the
+single-bias arms for ``--side_seeds`` (0, 1). Then every run is evaluated greedily on the held-out problems
+and ``report.md`` / ``lab_summary.json`` / ``plots/`` are written (``lab_report``, ``lab_mechanism``).
 
-    python -m trl_drgrpo.demo.lab [--output_dir outputs/bias-lab] [--seeds 0,1,2] [--arms grpo,drgrpo]
+    python -m trl_drgrpo.demo.lab [--variant decision|v1|persistent] [--output_dir outputs/bias-lab]
+                                  [--seeds 0,...,7] [--side_seeds 0,1] [--arms grpo,drgrpo]
                                   [--max_steps N] [--jobs 2] [-- extra train.py args]
 
 Finished runs (a ``done.json`` in their folder) are kept, so an interrupted lab continues where it stopped.
