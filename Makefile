@@ -58,7 +58,7 @@ demo: ## Tiny end-to-end Dr. GRPO run on CPU (pretrain, eval, RL, eval, plot) in
 demo-sweep: ## make demo on seeds 0-4 (2 at a time); before/after table into outputs/demo-sweep/sweep.md
 	HF_HUB_OFFLINE=1 $(PYTHON) -m trl_drgrpo.demo.sweep --output_dir outputs/demo-sweep $(ARGS)
 
-bias-lab: ## GRPO's two biases, 2x2 ablation x 3 seeds on the tiny task (CPU); report into outputs/bias-lab
+bias-lab: ## Pre-registered bias lab (decision task; GRPO vs Dr. GRPO x 8 seeds, single-bias arms x 2; CPU); report into outputs/bias-lab
 	HF_HUB_OFFLINE=1 $(PYTHON) -m trl_drgrpo.demo.lab --output_dir outputs/bias-lab $(ARGS)
 
 train: ## Train a recipe: make train RECIPE=recipes/<model>/<exp>.yaml [NUM_PROCESSES=8 ACCELERATE_CONFIG=... ARGS="--field value"]

@@ -67,7 +67,8 @@ def test_arguments_and_commands(tmp_path):
     args, extra = parse_args(["--arms", "grpo,drgrpo", "--seeds", "3", "--max_steps", "4", "--", "--x", "1"])
     assert args.arm_list == ["grpo", "drgrpo"] and args.seed_list == [3] and extra == ["--x", "1"]
     cmd = arm_command(args, "grpo", 3, tmp_path / "b", tmp_path / "d", tmp_path / "r", extra)
-    flags = dict(zip(cmd[2::2], cmd[3::2], strict=False))
+    assert cmd[1:3] == ["-m", "trl_drgrpo.demo.lab_train"]  # train.py plus the rollout records
+    flags = dict(zip(cmd[3::2], cmd[4::2], strict=False))
     assert flags["--length_normalization"] == "true" and flags["--std_normalization"] == "true"
     assert flags["--seed"] == "3" and flags["--max_steps"] == "4" and cmd[-2:] == ["--x", "1"]
     assert ARMS["drgrpo"] == (False, False) and ARMS["length_only"] == (True, False)
@@ -76,13 +77,23 @@ def test_arguments_and_commands(tmp_path):
             parse_args(bad)
 
 
-def test_variants_keep_the_default_lab_and_add_a_harder_split():
+def test_variants_keep_the_first_lab_and_add_the_decision_task():
     from trl_drgrpo.demo.lab_variants import variant_settings
     from trl_drgrpo.demo.run import TASK, demo_pretrain_arguments
 
-    settings, task, recipe = variant_settings("default")
+    settings, task, recipe = variant_settings("v1")
     assert settings == demo_pretrain_arguments() and task == TASK and recipe.endswith("bias_lab.yaml")
-    assert parse_args([])[0].recipe == str(REPO / "recipes" / "lab" / "bias_lab.yaml")
+    assert parse_args(["--variant", "v1"])[0].recipe == str(REPO / "recipes" / "lab" / "bias_lab.yaml")
+    # the default (pre-registered) lab: a base that always boxes, right answers stop, wrong ones may continue
+    args = parse_args([])[0]
+    assert args.variant == "decision" and args.recipe == str(REPO / "recipes/lab/bias_lab_decision.yaml")
+    assert args.seed_list == list(range(8)) and args.side_seed_list == [0, 1]
+    settings, task, _ = variant_settings("decision")
+    assert settings.unboxed_rate == 0.0 and settings.steps_rate == 0.0 and 0 < settings.ramble_rate < 1
+    assert settings.result_first and task == TASK  # the demo's task, a slip visible in the response
+    # --seeds alone applies to every arm; --side_seeds sets the single-bias arms
+    args = parse_args(["--seeds", "3,4"])[0]
+    assert args.seed_list == [3, 4] and args.side_seed_list == [3, 4]
     settings, task, recipe = variant_settings("persistent")
     assert (
         task["max_mul_operand"] > TASK["max_mul_operand"]
@@ -105,33 +116,57 @@ def test_variants_keep_the_default_lab_and_add_a_harder_split():
 
 @pytest.mark.slow
 def test_short_lab_report_matches_the_run_logs(tmp_path):
-    """One seed, two arms, three RL steps on a barely pretrained model: plumbing and the report's numbers."""
+    """Two seeds, two arms, three RL steps on a barely pretrained model: plumbing and the report's numbers,
+    each recomputed here from the run logs (trainer_state.json, rollouts.jsonl, heldout_eval.json)."""
+    from trl_drgrpo.demo.lab_mechanism import log_drift, pooled_rate, rollout_mechanism
+    from trl_drgrpo.demo.lab_report import window_weights
+
     out = tmp_path / "lab"
     cmd = [sys.executable, "-m", "trl_drgrpo.demo.lab", "--output_dir", str(out), "--arms", "grpo,drgrpo"]
-    cmd += ["--seeds", "0", "--max_steps", "3", "--pretrain_steps", "3", "--window", "1", "--jobs", "2"]
+    cmd += ["--seeds", "0,1", "--max_steps", "3", "--pretrain_steps", "3", "--window", "1", "--jobs", "2"]
     cmd += ["--", "--per_device_train_batch_size", "16", "--max_completion_length", "16"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "lab_summary.json").read_text())
-    assert (out / "report.md").is_file() and (out / "plots" / "dynamics.png").is_file()
+    for name in ("dynamics", "mechanism", "drift", "difficulty"):
+        assert (out / "plots" / f"{name}.png").is_file()
+    drift = {}
     for arm in ("grpo", "drgrpo"):
-        run = out / "runs" / arm / "seed0"
-        state = json.loads(next(run.glob("checkpoint-*/trainer_state.json")).read_text())
-        history = state["log_history"]
-        rewards = values_of(history, "reward")
-        assert len(rewards) == 3
-        figures = summary["per_run"][arm]["0"]
-        assert figures["reward_start"] == pytest.approx(rewards[0])
-        assert figures["reward_end"] == pytest.approx(rewards[-1])
-        incorrect = values_of(history, "drgrpo/incorrect_mean_length")
-        if incorrect:
-            assert figures["incorrect_length_ratio"] == pytest.approx(incorrect[-1] / incorrect[0])
-        accuracy = json.loads((run / "heldout_eval.json").read_text())["accuracy"]
-        assert figures["greedy_accuracy"] == pytest.approx(accuracy)
+        for seed in ("0", "1"):
+            run = out / "runs" / arm / f"seed{seed}"
+            state = json.loads(next(run.glob("checkpoint-*/trainer_state.json")).read_text())
+            history = state["log_history"]
+            rewards = values_of(history, "reward")
+            assert len(rewards) == 3
+            figures = summary["per_run"][arm][seed]
+            assert figures["reward_start"] == pytest.approx(rewards[0])
+            assert figures["reward_end"] == pytest.approx(rewards[-1])
+            accuracy = json.loads((run / "heldout_eval.json").read_text())["accuracy"]
+            assert figures["greedy_accuracy"] == pytest.approx(accuracy)
+            records = [json.loads(line) for line in (run / "rollouts.jsonl").read_text().splitlines()]
+            assert [r["step"] for r in records] == [1, 2, 3] and all(
+                len(r["completions"]) == 16 for r in records
+            )
+            # the recorded rewards are the logged ones; the switches are the arm's
+            assert [sum(r["rewards"]) / 16 for r in records] == pytest.approx(rewards)
+            assert all(r["length_normalization"] == (arm == "grpo") for r in records)
+            steps = [rollout_mechanism(r) for r in records]
+            counts = [s["counts_wrong"] for s in steps]
+            assert figures["p_continue_wrong_start"] == pooled_rate(counts[:1])
+            assert figures["drift_measured"] == pytest.approx(log_drift(counts, 1))
+            weights = window_weights(3, 1)
+            assert figures["drift_predicted_signal"] == pytest.approx(
+                sum(w * s["pred_drift"] for w, s in zip(weights, steps, strict=True))
+            )
+            drift.setdefault(arm, []).append(figures["drift_measured"])
         row = next(r for r in summary["arms"] if r["arm"] == arm)
-        assert row["reward_end"][0] == pytest.approx(rewards[-1]) and row["reward_end"][1] == 0.0
-        args = json.loads((run / "done.json").read_text())
-        assert args["wall_s"] >= 0
+        values = [summary["per_run"][arm][s]["reward_end"] for s in ("0", "1")]
+        assert row["reward_end"] == pytest.approx(list(mean_std(values)))
+    test = summary["mechanism"]["primary_test"]
+    assert test["grpo"] == pytest.approx(drift["grpo"]) and test["drgrpo"] == pytest.approx(drift["drgrpo"])
+    assert test["p"] == pytest.approx(permutation_test(drift["grpo"], drift["drgrpo"]))
     text = (out / "report.md").read_text()
-    assert "GRPO" in text and "permutation" in text and "plots/dynamics.png" in text
+    assert f"p = {test['p']:.4f}" in text and "Pre-registered primary test" in text
+    assert "Difficulty bias" in text and "plots/mechanism.png" in text and "plots/dynamics.png" in text
+    assert len(summary["base_weights_sha256"]) == 64

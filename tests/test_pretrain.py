@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trl_drgrpo.demo.pretrain import PretrainArguments, main, pretrain
+from trl_drgrpo.demo.pretrain import PretrainArguments, main, pretrain, weights_digest
 
 SMALL = {
     "hidden_size": 32,
@@ -45,6 +45,12 @@ def test_pretrain_deterministic(tmp_path):
     first = json.loads((Path(pretrain(tmp_path / "a", args)) / "pretrain_log.json").read_text())["losses"]
     second = json.loads((Path(pretrain(tmp_path / "b", args)) / "pretrain_log.json").read_text())["losses"]
     assert first == second
+    # the saved weights themselves, bit for bit; another seed gives other weights (the check can fail)
+    assert weights_digest(tmp_path / "a") == weights_digest(tmp_path / "b")
+    pretrain(tmp_path / "c", PretrainArguments(steps=3, **{**SMALL, "seed": 1}))
+    assert weights_digest(tmp_path / "c") != weights_digest(tmp_path / "a")
+    with pytest.raises(FileNotFoundError):
+        weights_digest(tmp_path)
 
 
 def test_pretrain_continues_from_init_dir(tmp_path, tiny_model_dir):

@@ -1,13 +1,15 @@
 """The bias lab (``make bias-lab``): the paper's 2x2 ablation of GRPO's two biases on a laptop.
 
 Arms: GRPO (length and std normalization), length-norm only, std-norm only, Dr. GRPO (neither); each a
-plain ``recipes/train.py`` run of ``recipes/lab/bias_lab.yaml`` with the real ``DrGRPOTrainer`` and
-``MathReward``, for several seeds. The task is the demo's arithmetic with length as a free choice
-(a worked check after right answers, rambling after slips; ``trl_drgrpo.demo.synthetic.varied_solution``)
-and the base model is the demo's (pretrained once, reused). Then every run is evaluated greedily on the
-held-out problems and ``report.md`` / ``lab_summary.json`` / ``plots/`` are written (``lab_report``).
+``recipes/train.py`` run (``lab_train``: the same run, plus ``rollouts.jsonl``, every rollout's responses and
+advantages) of the variant's recipe with the real ``DrGRPOTrainer`` and ``MathReward``. The default variant,
+``decision`` (``lab_variants``), isolates the stop/continue decision after a visible wrong answer and runs
+the pre-registered test (``recipes/lab/bias_lab_decision.yaml``): GRPO and Dr. GRPO for ``--seeds`` (0-7), the
+single-bias arms for ``--side_seeds`` (0, 1). Then every run is evaluated greedily on the held-out problems
+and ``report.md`` / ``lab_summary.json`` / ``plots/`` are written (``lab_report``, ``lab_mechanism``).
 
-    python -m trl_drgrpo.demo.lab [--output_dir outputs/bias-lab] [--seeds 0,1,2] [--arms grpo,drgrpo]
+    python -m trl_drgrpo.demo.lab [--variant decision|v1|persistent] [--output_dir outputs/bias-lab]
+                                  [--seeds 0,...,7] [--side_seeds 0,1] [--arms grpo,drgrpo]
                                   [--max_steps N] [--jobs 2] [-- extra train.py args]
 
 Finished runs (a ``done.json`` in their folder) are kept, so an interrupted lab continues where it stopped.
@@ -26,7 +28,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .lab_variants import VARIANTS, variant_settings
+from .lab_variants import DEFAULT_SEEDS, VARIANTS, variant_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_RECIPE = REPO / "recipes" / "lab" / "bias_lab.yaml"
@@ -53,12 +55,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--recipe", default=None, help="the arms' recipe (default: the variant's)")
     parser.add_argument(
         "--variant",
-        default="default",
+        default="decision",
         choices=VARIANTS,
-        help="task and base model (trl_drgrpo/demo/lab_variants.py); persistent: a harder split",
+        help="task and base model (trl_drgrpo/demo/lab_variants.py): decision (pre-registered), v1, persistent",
     )
     parser.add_argument(
-        "--seeds", default="0,1,2", help="comma-separated RL seeds (one run per arm and seed)"
+        "--seeds",
+        default=None,
+        help="comma-separated RL seeds of GRPO and Dr. GRPO (default: the variant's; decision: 0-7)",
+    )
+    parser.add_argument(
+        "--side_seeds",
+        default=None,
+        help="seeds of the single-bias arms length_only / std_only (default: the variant's; decision: 0,1)",
     )
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
     parser.add_argument("--max_steps", type=int, default=None, help="override the recipe's RL steps")
@@ -71,12 +80,21 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
         parser.error(f"--arms: unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
-    try:
-        args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    if not args.seed_list:
-        parser.error("--seeds: give at least one seed")
+    if args.variant not in DEFAULT_SEEDS:
+        parser.error(f"--variant: unknown {args.variant!r}")
+    seeds, side = DEFAULT_SEEDS[args.variant]
+    args.seeds = seeds if args.seeds is None else args.seeds
+    args.side_seeds = (
+        (side if args.seeds == seeds else args.seeds) if args.side_seeds is None else args.side_seeds
+    )
+    for name in ("seeds", "side_seeds"):
+        try:
+            values = [int(s) for s in getattr(args, name).split(",") if s.strip()]
+        except ValueError:
+            parser.error(f"--{name} must be comma-separated integers, got {getattr(args, name)!r}")
+        if not values:
+            parser.error(f"--{name}: give at least one seed")
+        setattr(args, "seed_list" if name == "seeds" else "side_seed_list", values)
     if args.jobs < 1 or args.window < 1:
         parser.error("--jobs and --window must be >= 1")
     args.arm_list = arms
@@ -92,15 +110,20 @@ def _bool(flag: bool) -> str:
 def arm_command(
     args: argparse.Namespace, arm: str, seed: int, base: Path, data: Path, run_dir: Path, extra: list[str]
 ) -> list[str]:
-    """The ``recipes/train.py`` command of one arm and seed."""
+    """The training command of one arm and seed (``recipes/train.py`` plus rollout records: ``lab_train``)."""
     length_norm, std_norm = ARMS[arm]
-    cmd = [sys.executable, str(REPO / "recipes" / "train.py"), "--config", args.recipe]
+    cmd = [sys.executable, "-m", "trl_drgrpo.demo.lab_train", "--config", args.recipe]
     cmd += ["--model_name_or_path", str(base), "--dataset_name", str(data), "--output_dir", str(run_dir)]
     cmd += ["--length_normalization", _bool(length_norm), "--std_normalization", _bool(std_norm)]
     cmd += ["--seed", str(seed), "--run_name", f"{arm}-seed{seed}"]
     if args.max_steps is not None:
         cmd += ["--max_steps", str(args.max_steps), "--save_steps", str(args.max_steps)]
     return cmd + extra
+
+
+def arm_seeds(args: argparse.Namespace, arm: str) -> list[int]:
+    """The seeds an arm runs: ``--seeds`` for GRPO and Dr. GRPO, ``--side_seeds`` for the single-bias arms."""
+    return args.seed_list if arm in ("grpo", "drgrpo") else args.side_seed_list
 
 
 def _run_all(jobs: list[tuple[str, list[str], Path]], parallel: int) -> None:
@@ -151,9 +174,9 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from .lab_report import build_report, write_report
+    from .lab_report import build_report, load_mechanism, write_report
     from .plots import load_log_history
-    from .pretrain import pretrain
+    from .pretrain import pretrain, weights_digest
     from .run import (
         EVAL_MAX_TOKENS,
         N_TEST,
@@ -177,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
     train.save_to_disk(str(data))
 
     run_dirs = {
-        arm: {str(s): out / "runs" / arm / f"seed{s}" for s in args.seed_list} for arm in args.arm_list
+        arm: {str(s): out / "runs" / arm / f"seed{s}" for s in arm_seeds(args, arm)} for arm in args.arm_list
     }
     jobs = [
         (f"{arm} seed {seed}", arm_command(args, arm, int(seed), base, data, run_dir, extra), run_dir)
@@ -201,10 +224,23 @@ def main(argv: list[str] | None = None) -> dict:
     histories = {
         arm: {seed: load_log_history(d) for seed, d in seeds.items()} for arm, seeds in run_dirs.items()
     }
+    mechanisms = {
+        arm: {seed: load_mechanism(d) for seed, d in seeds.items()} for arm, seeds in run_dirs.items()
+    }
     report = build_report(
-        histories, accuracies, labels=LABELS, window=args.window, base_accuracy=base_accuracy
+        histories,
+        accuracies,
+        labels=LABELS,
+        window=args.window,
+        base_accuracy=base_accuracy,
+        mechanisms=mechanisms,
+        variant=args.variant,
     )
-    data_out = write_report(out, run_dirs, report, labels=LABELS)
+    report["base_weights_sha256"] = weights_digest(base)
+    report["markdown"] += (
+        f"\nBase model weights (SHA-256 of the tensors): `{report['base_weights_sha256']}`.\n"
+    )
+    data_out = write_report(out, run_dirs, report, labels=LABELS, mechanisms=mechanisms)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     timings = {
         "total_wall_s": round(time.time() - start, 1),

@@ -134,8 +134,11 @@ def build_report(
     labels: Mapping[str, str],
     window: int,
     base_accuracy: float | None = None,
+    mechanisms: Mapping[str, Mapping[str, Sequence[Mapping]]] | None = None,
+    variant: str = "decision",
 ) -> dict:
-    """Everything of the report from the logs (``histories[arm][seed]``) and held-out accuracies."""
+    """Everything of the report from the logs (``histories[arm][seed]``), held-out accuracies and the
+    per-rollout mechanism figures (``mechanisms[arm][seed]``, from ``load_mechanism``)."""
     per_run = {
         arm: {
             seed: {**run_numbers(history, window), "greedy_accuracy": accuracies.get(arm, {}).get(seed)}
@@ -143,6 +146,12 @@ def build_report(
         }
         for arm, seeds in histories.items()
     }
+    mechanism = None
+    if mechanisms:
+        for arm, seeds in mechanisms.items():
+            for seed, steps in seeds.items():
+                per_run[arm][seed].update(mechanism_numbers(steps, window))
+        mechanism = mechanism_summary(per_run, mechanisms, labels, window)
     rows = arm_table(per_run, labels)
     tests = {}
     if "grpo" in per_run and "drgrpo" in per_run:
@@ -151,13 +160,18 @@ def build_report(
             b = [r[key] for r in per_run["drgrpo"].values() if r.get(key) is not None]
             if a and b:
                 tests[key] = permutation_test(a, b)
+    text = markdown(rows, tests, base_accuracy)
+    if mechanism is not None:
+        text = mechanism["markdown"] + "\n## Aggregate lengths (the first lab's table)\n\n" + text
     return {
         "window": window,
+        "variant": variant,
         "per_run": per_run,
         "arms": rows,
         "permutation_p": tests,
+        "mechanism": {k: v for k, v in (mechanism or {}).items() if k != "markdown"} or None,
         "base_greedy_accuracy": base_accuracy,
-        "markdown": markdown(rows, tests, base_accuracy),
+        "markdown": text,
     }
 
 
@@ -168,6 +182,7 @@ def write_report(
     *,
     labels: Mapping[str, str],
     title: str = "Bias lab",
+    mechanisms: Mapping[str, Mapping[str, Sequence[Mapping]]] | None = None,
 ) -> dict:
     """``report.md`` + ``lab_summary.json`` in ``output_dir``, overlay plots (per arm, mean ± std) in ``plots/``."""
     from ..analysis.dynamics import dynamics
@@ -183,6 +198,8 @@ def write_report(
         title=title,
         show_progress=False,
     )
+    if mechanisms and report.get("mechanism"):
+        mechanism_plots(out, mechanisms, labels, report["mechanism"]["kappa"])
     plots = sorted(str(Path(p).relative_to(out)) for p in (out / "plots").glob("*.png"))
     text = f"# {title}\n\n" + report["markdown"]
     text += f"\nStart/end values: mean of the first/last {report['window']} logged steps of each run.\n"
@@ -192,3 +209,327 @@ def write_report(
     data["plots"], data["dynamics_groups"] = plots, sorted(summary.get("groups", {}))
     (out / "lab_summary.json").write_text(json.dumps(data, indent=2) + "\n")
     return data
+
+
+# ---------------------------------------------------------------- mechanism: the stop/continue decision
+PRIMARY = "drift_measured"
+Z_001 = 2.5758  # two-sided 1% point of the normal distribution
+
+
+def load_mechanism(run_dir: str | os.PathLike) -> list[dict]:
+    """Per-rollout mechanism figures of one run, from its ``rollouts.jsonl`` (empty if it has none)."""
+    from .lab_mechanism import rollout_mechanism
+    from .lab_train import ROLLOUTS_FILE
+
+    path = Path(run_dir) / ROLLOUTS_FILE
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return [rollout_mechanism(json.loads(line)) for line in f if line.strip()]
+
+
+def window_weights(n_rollouts: int, window: int) -> list[float]:
+    """How much the update after rollout t moves (mean of the last ``w`` rollouts) - (mean of the first ``w``).
+
+    An update after rollout t changes every later rollout, so it counts ``min(w, T-1-t) - max(0, w-1-t)``
+    times out of ``w``; ``w`` is ``window`` capped at half the rollouts, as in ``start_end``.
+    """
+    w = max(1, min(window, n_rollouts // 2))
+    return [(min(w, n_rollouts - 1 - t) - max(0, w - 1 - t)) / w for t in range(n_rollouts)]
+
+
+def mechanism_numbers(steps: Sequence[Mapping], window: int) -> dict[str, float | None]:
+    """One run's decision figures: P(continue | wrong) at start and end (pooled over ``window`` rollouts),
+    its measured log change, the predicted drift summed over the same span, and the other rates."""
+    from .lab_mechanism import log_drift, pooled_rate
+
+    if not steps:
+        return {}
+    counts = [s["counts_wrong"] for s in steps]
+    w = max(1, min(window, len(steps) // 2))
+    out: dict[str, float | None] = {
+        "p_continue_wrong_start": pooled_rate(counts[:w]),
+        "p_continue_wrong_end": pooled_rate(counts[-w:]),
+        PRIMARY: log_drift(counts, window),
+        "drift_predicted_signal": sum(
+            c * s["pred_drift"] for c, s in zip(window_weights(len(steps), window), steps, strict=True)
+        ),
+        "signal_per_step": sum(s["pred_drift"] for s in steps) / len(steps),
+    }
+    for key in ("p_continue_right", "wrong_rate", "slip_rate", "fillers_after_wrong", "boxed_rate"):
+        values = [s[key] for s in steps if s.get(key) is not None]
+        start, end = start_end(values, window) if values else (None, None)
+        out[f"{key}_start"], out[f"{key}_end"] = start, end
+    return out
+
+
+def fit_line(signals: Sequence[float], measured: Sequence[float]) -> tuple[float, float] | None:
+    """Least-squares ``measured ~ c + kappa * signal`` over runs; ``(c, kappa)``, None without spread in signal.
+
+    ``c`` is the drift every arm shares (whatever moves the decision besides the length term: the rest of
+    the RL update, Adam's per-parameter scaling, parameters shared with other contexts); ``kappa`` converts
+    the first-order push into the measured change. Only ``kappa`` separates the arms.
+    """
+    n = len(signals)
+    if n < 2 or n != len(measured):
+        return None
+    ms, mm = sum(signals) / n, sum(measured) / n
+    sxx = sum((x - ms) ** 2 for x in signals)
+    if sxx <= 0:
+        return None
+    kappa = sum((x - ms) * (y - mm) for x, y in zip(signals, measured, strict=True)) / sxx
+    return mm - kappa * ms, kappa
+
+
+def steps_needed(
+    effect_per_step: float, seed_std: float, steps: int, seeds: int, z: float = Z_001
+) -> float | None:
+    """Steps for the arms' mean difference to reach ``z`` standard errors with ``seeds`` per arm.
+
+    The difference grows like ``effect_per_step * T``; the seed spread (``seed_std`` at ``steps``) is taken
+    to grow like ``sqrt(T)`` (a random walk), so ``T = steps * (z * seed_std * sqrt(2/seeds) /
+    (effect_per_step * steps))**2``. None when the predicted effect is zero or of the wrong sign.
+    """
+    if effect_per_step <= 0 or seed_std <= 0 or steps < 1 or seeds < 1:
+        return None  # no effect to grow, or no spread to estimate it against (one seed)
+    z_now = effect_per_step * steps / (seed_std * math.sqrt(2.0 / seeds))
+    return steps * (z / z_now) ** 2
+
+
+def mechanism_summary(
+    per_run: Mapping[str, Mapping[str, Mapping]],
+    mechanisms: Mapping[str, Mapping[str, Sequence[Mapping]]],
+    labels: Mapping[str, str],
+    window: int,
+) -> dict:
+    """Per arm: the decision table, predicted vs measured drift (one gain over all runs), the pre-registered
+    test (GRPO vs Dr. GRPO on ``drift_measured``), the steps it implies, and the update share per bucket."""
+    runs = [(arm, seed, r) for arm, seeds in per_run.items() for seed, r in seeds.items() if PRIMARY in r]
+    fit = fit_line([r["drift_predicted_signal"] for _, _, r in runs], [r[PRIMARY] or 0.0 for _, _, r in runs])
+    common, kappa = fit if fit else (None, None)
+    arms = {}
+    for arm, seeds in per_run.items():
+        rows = [r for r in seeds.values() if PRIMARY in r]
+        if not rows:
+            continue
+        entry = {"label": labels.get(arm, arm), "seeds": len(rows)}
+        for key in (
+            "p_continue_wrong_start",
+            "p_continue_wrong_end",
+            PRIMARY,
+            "drift_predicted_signal",
+            "signal_per_step",
+            "p_continue_right_end",
+            "wrong_rate_start",
+            "wrong_rate_end",
+            "slip_rate_end",
+            "fillers_after_wrong_start",
+            "fillers_after_wrong_end",
+        ):
+            values = [r[key] for r in rows if r.get(key) is not None]
+            entry[key] = mean_std(values) if values else None
+        signal = entry["drift_predicted_signal"]
+        entry["drift_predicted"] = (
+            (common + kappa * signal[0], abs(kappa) * signal[1]) if fit and signal else None
+        )
+        shares = [s["bucket_shares"] for steps in mechanisms.get(arm, {}).values() for s in steps]
+        entry["bucket_shares"] = (
+            [sum(col) / len(shares) for col in zip(*shares, strict=True)] if shares else None
+        )
+        arms[arm] = entry
+    test = None
+    if "grpo" in arms and "drgrpo" in arms:
+        a = [r[PRIMARY] for r in per_run["grpo"].values() if r.get(PRIMARY) is not None]
+        b = [r[PRIMARY] for r in per_run["drgrpo"].values() if r.get(PRIMARY) is not None]
+        n_steps = max(len(s) for s in mechanisms["grpo"].values())
+        effect = arms["grpo"]["signal_per_step"][0] - arms["drgrpo"]["signal_per_step"][0]
+        spread = math.sqrt((mean_std(a)[1] ** 2 + mean_std(b)[1] ** 2) / 2)
+        test = {
+            "metric": PRIMARY,
+            "grpo": a,
+            "drgrpo": b,
+            "difference": sum(a) / len(a) - sum(b) / len(b),
+            "p": permutation_test(a, b),
+            "predicted_difference": kappa
+            * (arms["grpo"]["drift_predicted_signal"][0] - arms["drgrpo"]["drift_predicted_signal"][0])
+            if kappa is not None
+            else None,
+            "steps_for_p01": steps_needed(kappa * effect, spread, n_steps, min(len(a), len(b)))
+            if kappa is not None
+            else None,
+        }
+    summary = {"kappa": kappa, "common_drift": common, "arms": arms, "primary_test": test}
+    summary["markdown"] = mechanism_markdown(summary, window)
+    return summary
+
+
+def _pm(stat, fmt: str) -> str:
+    return "n/a" if stat is None else f"{stat[0]:{fmt}} ± {stat[1]:{fmt}}"
+
+
+def mechanism_markdown(summary: Mapping, window: int) -> str:
+    """The decision table, predicted vs measured drift, the primary test and the difficulty-bias table."""
+    arms = summary["arms"]
+    lines = [
+        "## The stop/continue decision after a boxed wrong answer",
+        "",
+        f"Per arm, mean ± std over seeds; start/end pool the first/last {window} rollouts of each run.",
+        "",
+        "| arm | seeds | P(continue \\| wrong) start | end | measured Δ log P | predicted Δ log P "
+        "| P(continue \\| right) end | wrong rate start → end | slip rate end | fillers after wrong start → end |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in arms.values():
+        lines.append(
+            f"| {e['label']} | {e['seeds']} | {_pm(e['p_continue_wrong_start'], '.3f')} "
+            f"| {_pm(e['p_continue_wrong_end'], '.3f')} | {_pm(e[PRIMARY], '+.3f')} "
+            f"| {_pm(e['drift_predicted'], '+.3f')} | {_pm(e['p_continue_right_end'], '.3f')} "
+            f"| {_pm(e['wrong_rate_start'], '.2f')} → {_pm(e['wrong_rate_end'], '.2f')} "
+            f"| {_pm(e['slip_rate_end'], '.3f')} "
+            f"| {_pm(e['fillers_after_wrong_start'], '.2f')} → {_pm(e['fillers_after_wrong_end'], '.2f')} |"
+        )
+    kappa = summary["kappa"]
+    lines += [
+        "",
+        "Predicted Δ log P = c + κ × S, S = Σ_t c_t (1 − p_t) g_t / M_t (`lab_mechanism.predicted_drift`: the "
+        "first-order push of each rollout's token weights on the decision, relative to the rollout's total "
+        "token-weight mass; c_t weighs each update as the start/end windows see it). One line is fitted over "
+        "all runs of all arms (least squares): common drift c = "
+        + ("n/a" if summary.get("common_drift") is None else f"{summary['common_drift']:+.3f}")
+        + ", gain κ = "
+        + ("n/a" if kappa is None else f"{kappa:.3g}")
+        + ". S is 0 in expectation under Dr. GRPO (and std-norm only) without any fitting; c is what moves "
+        "every arm alike, κ the scale of the length term's push.",
+    ]
+    test = summary.get("primary_test")
+    if test:
+        lines += [
+            "",
+            "**Pre-registered primary test** (recipes/lab/bias_lab_decision.yaml): Δ log P(continue | boxed wrong), "
+            "GRPO vs Dr. GRPO, exact two-sided permutation test over seeds: "
+            f"difference {test['difference']:+.3f} (GRPO {len(test['grpo'])} seeds, Dr. GRPO "
+            f"{len(test['drgrpo'])} seeds), **p = {test['p']:.4f}**.",
+        ]
+        if test["predicted_difference"] is not None:
+            steps = test["steps_for_p01"]
+            lines.append(
+                f"Predicted difference κ × (S of GRPO − S of Dr. GRPO) = "
+                f"{test['predicted_difference']:+.3f}; at that rate and this seed spread (growing as √T), "
+                + (
+                    "no step count follows (the predicted effect is not positive, or one seed gives no spread)."
+                    if steps is None
+                    else f"p ≈ 0.01 (2.58 standard errors) needs about {steps:.0f} steps with these seeds."
+                )
+            )
+    lines += [
+        "",
+        "## Difficulty bias: share of the update per group accuracy",
+        "",
+        "Share of each rollout's token-weight mass Σ |A_i| w_i |o_i| going to groups with k of G right "
+        "(mean over rollouts and seeds). GRPO's 1/std raises the share of nearly-all-right and nearly-all-wrong groups.",
+        "",
+    ]
+    width = max((len(e["bucket_shares"]) for e in arms.values() if e["bucket_shares"]), default=0)
+    if width > 2:
+        lines.append("| arm | " + " | ".join(f"{k} right" for k in range(1, width - 1)) + " |")
+        lines.append("|---|" + "---|" * (width - 2))
+        for e in arms.values():
+            if e["bucket_shares"]:
+                lines.append(
+                    f"| {e['label']} | " + " | ".join(f"{v:.3f}" for v in e["bucket_shares"][1:-1]) + " |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def _smooth(values: Sequence[float | None], k: int) -> list[float]:
+    out = []
+    for i in range(len(values)):
+        part = [v for v in values[max(0, i - k + 1) : i + 1] if v is not None]
+        out.append(sum(part) / len(part) if part else math.nan)
+    return out
+
+
+def mechanism_plots(
+    out: Path, mechanisms: Mapping[str, Mapping[str, Sequence[Mapping]]], labels: Mapping[str, str], kappa
+) -> list[str]:
+    """``plots/mechanism.png`` (decision rates vs steps, mean ± std over seeds), ``plots/drift.png``
+    (measured vs predicted cumulative change of log P(continue | wrong)) and ``plots/difficulty.png``."""
+    import numpy as np
+
+    from ..analysis.plots import panels, save
+
+    paths = []
+    keys = [
+        ("p_continue_wrong", "P(continue | boxed wrong)"),
+        ("p_continue_right", "P(continue | boxed right)"),
+        ("fillers_after_wrong", "filler sentences after a wrong answer"),
+        ("wrong_rate", "wrong answers among boxed"),
+    ]
+    fig, axes = panels(len(keys), cols=2)
+    for ax, (key, title) in zip(axes, keys, strict=True):
+        for arm, seeds in mechanisms.items():
+            curves = [_smooth([s.get(key) for s in steps], 5) for steps in seeds.values() if steps]
+            if not curves:
+                continue
+            n = min(len(c) for c in curves)
+            data = np.array([c[:n] for c in curves], dtype=float)
+            mean, std = np.nanmean(data, axis=0), np.nanstd(data, axis=0)
+            x = np.arange(1, n + 1)
+            ax.plot(x, mean, label=labels.get(arm, arm))
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=8)
+    paths.append(
+        save(fig, out / "plots" / "mechanism.png", "The decision after an answer (mean ± std over seeds)")
+    )
+
+    fig, axes = panels(2)
+    for arm, seeds in mechanisms.items():
+        measured, predicted = [], []
+        for steps in seeds.values():
+            if not steps:
+                continue
+            counts = [s["counts_wrong"] for s in steps]
+            rates = [
+                (sum(c[0] for c in counts[max(0, t - 9) : t + 1]) + 0.5)
+                / (sum(c[1] for c in counts[max(0, t - 9) : t + 1]) + 1.0)
+                for t in range(len(counts))
+            ]  # pooled over the last 10 rollouts, as log_drift pools its windows
+            measured.append([math.log(r) - math.log(rates[min(9, len(rates) - 1)]) for r in rates])
+            predicted.append(np.cumsum([(kappa or 0.0) * s["pred_drift"] for s in steps]))
+        if not measured:
+            continue
+        n = min(len(m) for m in measured)
+        x = np.arange(1, n + 1)
+        for ax, rows in zip(axes, (measured, predicted), strict=True):
+            data = np.array([r[:n] for r in rows], dtype=float)
+            mean, std = np.nanmean(data, axis=0), np.nanstd(data, axis=0)
+            ax.plot(x, mean, label=labels.get(arm, arm))
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+    axes[0].set_title("measured Δ log P(continue | wrong) (10-step mean)")
+    axes[1].set_title("predicted: κ × cumulative first-order push")
+    for ax in axes:
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=8)
+    paths.append(save(fig, out / "plots" / "drift.png", "Predicted vs measured drift"))
+
+    fig, axes = panels(1, width=7)
+    arms = [a for a, seeds in mechanisms.items() if any(seeds.values())]
+    for j, arm in enumerate(arms):
+        shares = [s["bucket_shares"] for steps in mechanisms[arm].values() for s in steps]
+        mean = [sum(col) / len(shares) for col in zip(*shares, strict=True)]
+        k = np.arange(1, len(mean) - 1)
+        axes[0].bar(
+            k + (j - (len(arms) - 1) / 2) * 0.8 / len(arms),
+            mean[1:-1],
+            0.8 / len(arms),
+            label=labels.get(arm, arm),
+        )
+    axes[0].set_xlabel("right answers in the group (k of G)")
+    axes[0].set_ylabel("share of the update")
+    axes[0].legend(fontsize=8)
+    paths.append(
+        save(fig, out / "plots" / "difficulty.png", "Difficulty bias: update share per group accuracy")
+    )
+    return paths

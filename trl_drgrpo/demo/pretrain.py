@@ -45,6 +45,7 @@ class PretrainArguments:
     steps_rate: float = 0.0
     ramble_rate: float = 0.0
     ramble_continue: float = 0.5
+    result_first: bool = False
     max_operand: int = 20
     max_mul_operand: int = 9
     steps: int = 600
@@ -88,6 +89,29 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def weights_digest(model_dir: str | os.PathLike) -> str:
+    """SHA-256 over a saved model's tensors (names, dtypes, shapes and bytes, in name order).
+
+    Independent of the file's layout and metadata, so two runs that trained the same weights agree.
+    """
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no .safetensors weights in {model_dir}")
+    tensors = {}
+    for f in files:
+        tensors.update(load_file(str(f)))
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
 def pretrain(
     output_dir: str | os.PathLike, args: PretrainArguments | None = None, *, init_dir: str | None = None
 ) -> str:
@@ -128,6 +152,7 @@ def pretrain(
         steps_rate=args.steps_rate,
         ramble_rate=args.ramble_rate,
         ramble_continue=args.ramble_continue,
+        result_first=args.result_first,
         max_operand=args.max_operand,
         max_mul_operand=args.max_mul_operand,
         eos=tokenizer.eos_token,

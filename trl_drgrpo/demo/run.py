@@ -174,9 +174,12 @@ def base_is_current(base: Path, settings) -> bool:
     log = base / "pretrain_log.json"
     if not (base / "config.json").is_file() or not log.is_file():
         return False
-    from dataclasses import asdict
+    from dataclasses import asdict, fields
 
-    return json.loads(log.read_text()).get("args") == json.loads(json.dumps(asdict(settings)))
+    logged = json.loads(log.read_text()).get("args") or {}
+    # a field added later, at its default, is what an older base was trained with
+    logged = {**{f.name: f.default for f in fields(settings) if f.name not in logged}, **logged}
+    return logged == json.loads(json.dumps(asdict(settings)))
 
 
 def train_command(

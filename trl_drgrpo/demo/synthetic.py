@@ -178,6 +178,7 @@ def varied_solution(
     steps_rate: float = 0.0,
     ramble_rate: float = 0.0,
     ramble_continue: float = 0.5,
+    result_first: bool = False,
 ) -> str:
     """A solution of ``a op b`` stating ``stated``, with a length that varies (the bias lab's responses).
 
@@ -185,10 +186,12 @@ def varied_solution(
     ``a op b = r``; what follows it sets the length: a worked check after a correct answer with probability
     ``steps_rate``, filler sentences after a wrong one (a slip) with probability ``ramble_rate`` (one, then
     each further one with probability ``ramble_continue``). The choice is made knowing the answer, as a
-    model could, and it does not change the reward: length is free.
+    model could, and it does not change the reward: length is free. With ``result_first`` the true result
+    comes first and the answer is boxed after it (``7 * 8 = 56. \\boxed{57}.``): a slip is then visible in
+    the response itself, so a model can condition the stop/continue decision on it (the decision lab).
     """
     final = f"\\boxed{{{stated}}}" if boxed else str(stated)
-    parts = [f"{a} {op} {b} = {final}."]
+    parts = [f"{a} {op} {b} = {_apply(a, op, b)}. {final}." if result_first else f"{a} {op} {b} = {final}."]
     if stated == _apply(a, op, b):
         if rng.random() < steps_rate:
             parts.append(_WORKED_STEPS.format(a=a, op=op, b=b, r=stated))
@@ -225,6 +228,7 @@ def pretraining_examples(
     steps_rate: float = 0.0,
     ramble_rate: float = 0.0,
     ramble_continue: float = 0.5,
+    result_first: bool = False,
     ops: Sequence[str] = OPERATORS,
     max_operand: int = 20,
     max_mul_operand: int = 9,
@@ -272,6 +276,7 @@ def pretraining_examples(
                 steps_rate=steps_rate,
                 ramble_rate=ramble_rate,
                 ramble_continue=ramble_continue,
+                result_first=result_first,
             )
             examples.append((prompt, " " + solution + eos))
             continue

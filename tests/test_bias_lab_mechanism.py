@@ -1,0 +1,186 @@
+"""The bias lab's mechanism metrics and statistics, checked on hand-written responses and hand-computed numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from trl_drgrpo.demo.lab_mechanism import (
+    bucket_shares,
+    decision_rates,
+    log_drift,
+    parse_response,
+    pooled_rate,
+    predicted_drift,
+    rollout_mechanism,
+    token_weights,
+)
+from trl_drgrpo.demo.lab_report import (
+    fit_line,
+    mean_std,
+    mechanism_numbers,
+    permutation_test,
+    steps_needed,
+    window_weights,
+)
+from trl_drgrpo.demo.synthetic import varied_solution
+
+STOP_RIGHT = " 3 * 4 = \\boxed{12}."
+STOP_WRONG = " 3 * 4 = \\boxed{13}."
+RAMBLE_WRONG = " 3 * 4 = \\boxed{13}. Hmm, wait. So, hmm."
+CHECK_RIGHT = (
+    " 3 * 4 = \\boxed{12}. Let's check this step by step: 3 * 4 gives 12, and the result stays the same."
+)
+
+
+def test_parse_response_reads_the_grammar():
+    s = parse_response(STOP_RIGHT, "12")
+    assert (s.verdict, s.ending, s.continued, s.slip) == ("right", "stop", False, False)
+    s = parse_response(STOP_WRONG, 12)
+    assert (s.verdict, s.ending, s.continued, s.slip) == ("wrong", "stop", False, True)
+    s = parse_response(RAMBLE_WRONG, "12")
+    assert (s.verdict, s.ending, s.fillers, s.continued) == ("wrong", "ramble", 2, True)
+    assert parse_response(CHECK_RIGHT, "12").ending == "check"
+    assert parse_response(" 3 * 4 = 13.", "12").verdict == "unboxed"
+    s = parse_response(" 3 * 4 = \\boxed{20}. 1 2 3", "12")
+    assert (s.verdict, s.slip, s.ending, s.continued) == ("wrong", False, "other", True)
+    s = parse_response(" \\boxed{x}", "12")  # not a number: wrong, no slip, no crash
+    assert (s.verdict, s.slip, s.ending) == ("wrong", False, "stop")
+    # a filler then other text is "other", not a ramble
+    assert parse_response(STOP_WRONG + " Hmm, wait. 7", "12").ending == "other"
+
+
+def test_parse_reads_the_generator_back():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        stated = rng.choice([12, 13])
+        text = " " + varied_solution(
+            3, "*", 4, stated, rng, steps_rate=0.5, ramble_rate=0.5, ramble_continue=0.6
+        )
+        s = parse_response(text, "12")
+        assert s.verdict == ("right" if stated == 12 else "wrong")
+        assert s.ending in (("stop", "check") if stated == 12 else ("stop", "ramble"))
+        assert s.fillers == (text.count(".") - 1 if s.ending == "ramble" else 0)  # one "." per sentence
+
+
+def test_decision_rates():
+    structures = [parse_response(t, "12") for t in (STOP_RIGHT, CHECK_RIGHT, STOP_WRONG, RAMBLE_WRONG, "13")]
+    rates = decision_rates(structures)
+    assert rates["p_continue_wrong"] == 0.5 and rates["p_continue_right"] == 0.5
+    assert rates["fillers_after_wrong"] == 2.0 and rates["boxed_rate"] == 0.8
+    assert rates["wrong_rate"] == 0.5 and rates["slip_rate"] == 0.5
+    assert decision_rates([parse_response(STOP_RIGHT, "12")])["p_continue_wrong"] is None
+
+
+def test_predicted_drift_hand_computed():
+    # two wrong responses stop (10 tokens), two continue (20 tokens), all with A = -1, B = 4
+    structures = [parse_response(t, "12") for t in (STOP_WRONG, STOP_WRONG, RAMBLE_WRONG, RAMBLE_WRONG)]
+    lengths, adv = [10, 10, 20, 20], [-1.0] * 4
+    grpo = predicted_drift(structures, adv, token_weights(lengths, True, 48), lengths)
+    # g = 1/4 [2 * (1/10)(-1)(0 - 0.5) + 2 * (1/20)(-1)(1 - 0.5)] = 0.0125; M = 1/4 * 4 = 1; drift = 0.5 g
+    assert grpo["p"] == 0.5 and grpo["g"] == pytest.approx(0.0125) and grpo["mass"] == pytest.approx(1.0)
+    assert grpo["drift"] == pytest.approx(0.00625)
+    dr = predicted_drift(structures, adv, token_weights(lengths, False, 48), lengths)
+    assert dr["g"] == pytest.approx(0.0) and dr["drift"] == pytest.approx(0.0)
+    assert dr["mass"] == pytest.approx(60 / 48 / 4)
+    # positive advantages flip the sign (a right-answer-like push)
+    assert predicted_drift(structures, [1.0] * 4, token_weights(lengths, True, 48), lengths)["drift"] < 0
+    none = predicted_drift([parse_response(STOP_RIGHT, "12")], [1.0], [0.1], [10])
+    assert none["drift"] == 0.0 and none["p"] is None
+    with pytest.raises(ValueError):
+        predicted_drift(structures, adv[:3], [0.1] * 4, lengths)
+    with pytest.raises(ValueError):
+        token_weights([1], False, 0)
+
+
+def test_bucket_shares_hand_computed():
+    rewards = [1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 1]  # k = 1, 2, 4 right of G = 4
+    lengths, w = [1] * 12, [1.0] * 12
+    dr_adv = [0.75, -0.25, -0.25, -0.25, 0.5, 0.5, -0.5, -0.5, 0, 0, 0, 0]
+    shares = bucket_shares(rewards, dr_adv, w, lengths, 4)
+    assert shares[1] == pytest.approx(1.5 / 3.5) and shares[2] == pytest.approx(2 / 3.5) and shares[4] == 0
+    # GRPO: divide by the unbiased std, 0.5 for k=1 and sqrt(1/3) for k=2: sums 3 and 2*sqrt(3)
+    std2 = math.sqrt(1 / 3)
+    grpo_adv = [a / 0.5 for a in dr_adv[:4]] + [a / std2 for a in dr_adv[4:8]] + [0] * 4
+    shares = bucket_shares(rewards, grpo_adv, w, lengths, 4)
+    assert shares[1] == pytest.approx(3 / (3 + 2 * math.sqrt(3)))  # 0.464 > 0.429: the extreme group gains
+    with pytest.raises(ValueError):
+        bucket_shares([1, 0, 0], [0, 0, 0], [1] * 3, [1] * 3, 2)
+
+
+def test_rates_drift_and_window_weights():
+    counts = [[1, 4], [1, 4], [3, 4], [3, 4]]
+    assert pooled_rate(counts) == 0.5 and pooled_rate([]) is None
+    assert log_drift(counts, 2) == pytest.approx(math.log(6.5 / 2.5))
+    assert log_drift([], 2) is None
+    # mean(last 2) - mean(first 2) of x0..x3 = (d0 + 2 d1 + d2) / 2
+    assert window_weights(4, 2) == [0.5, 1.0, 0.5, 0.0]
+    assert window_weights(6, 1) == [1.0] * 5 + [0.0]
+
+
+def test_statistics_against_fixed_numbers():
+    assert mean_std([1.0, 2.0, 3.0, 4.0]) == pytest.approx((2.5, 1.2909944487))
+    assert mean_std([7.0]) == (7.0, 0.0)
+    assert permutation_test([1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]) == pytest.approx(2 / 70)
+    # |mean diff| = 3.5; a split of 1..8 is as extreme iff its left sum S has |2S - 36| / 4 >= 3.5, i.e.
+    # S <= 11 ({1,2,3,4}, {1,2,3,5}) or S >= 25 (their mirrors): 4 of C(8,4) = 70
+    a, b = [1.0, 2.0, 3.0, 5.0], [4.0, 6.0, 7.0, 8.0]
+    assert permutation_test(a, b) == pytest.approx(4 / 70)
+    assert fit_line([1.0, 2.0, 3.0], [3.0, 5.0, 7.0]) == pytest.approx((1.0, 2.0))  # y = 1 + 2x
+    assert fit_line([1.0, 1.0], [1.0, 2.0]) is None and fit_line([0.0], [1.0]) is None
+    # z now = 0.01 * 100 / (0.2 * sqrt(2/8)) = 10 -> T = 100 * (2.5758 / 10)^2
+    assert steps_needed(0.01, 0.2, 100, 8) == pytest.approx(100 * 0.25758**2, rel=1e-4)
+    assert steps_needed(-0.01, 0.2, 100, 8) is None and steps_needed(0.01, 0.0, 100, 1) is None
+
+
+def test_rollout_mechanism_and_run_numbers():
+    record = {
+        "step": 1,
+        "answers": ["12"] * 8,
+        "completions": [STOP_RIGHT, STOP_RIGHT, STOP_WRONG, RAMBLE_WRONG] * 2,
+        "lengths": [10, 10, 10, 20] * 2,
+        "rewards": [1.0, 1.0, 0.0, 0.0] * 2,
+        "advantages": [0.5, 0.5, -0.5, -0.5] * 2,
+        "group_size": 4,
+        "length_normalization": True,
+        "budget": 48,
+    }
+    m = rollout_mechanism(record)
+    assert m["counts_wrong"] == [2, 4] and m["p_continue_wrong"] == 0.5
+    assert m["tokens_wrong_continue"] == 20 and m["tokens_wrong_stop"] == 10
+    assert m["bucket_shares"] == [0.0, 0.0, 1.0, 0.0, 0.0] and m["pred_drift"] > 0
+    later = {**m, "counts_wrong": [4, 4], "p_continue_wrong": 1.0}
+    numbers = mechanism_numbers([m, m, later, later], window=2)
+    assert numbers["p_continue_wrong_start"] == 0.5 and numbers["p_continue_wrong_end"] == 1.0
+    assert numbers["drift_measured"] == pytest.approx(math.log(8.5 / 9) - math.log(4.5 / 9))
+    assert numbers["drift_predicted_signal"] == pytest.approx(2.0 * m["pred_drift"])
+    assert mechanism_numbers([], 2) == {}
+
+
+def test_result_first_solutions_show_the_slip_and_parse():
+    import random
+
+    rng = random.Random(1)
+    text = varied_solution(7, "*", 8, 57, rng, ramble_rate=1.0, ramble_continue=0.0, result_first=True)
+    assert text.startswith("7 * 8 = 56. \\boxed{57}.") and text.count(".") == 3
+    s = parse_response(" " + text, "56")
+    assert (s.verdict, s.slip, s.ending, s.fillers) == ("wrong", True, "ramble", 1)
+    right = varied_solution(7, "*", 8, 56, rng, ramble_rate=1.0, result_first=True)
+    assert right == "7 * 8 = 56. \\boxed{56}." and parse_response(right, "56").ending == "stop"
+
+
+def test_base_is_current_accepts_a_log_without_a_later_default_field(tmp_path):
+    import json
+    from dataclasses import asdict, replace
+
+    from trl_drgrpo.demo.run import base_is_current, demo_pretrain_arguments
+
+    settings = demo_pretrain_arguments()
+    (tmp_path / "config.json").write_text("{}")
+    old = {k: v for k, v in asdict(settings).items() if k != "result_first"}
+    (tmp_path / "pretrain_log.json").write_text(json.dumps({"args": old}))
+    assert base_is_current(tmp_path, settings)
+    assert not base_is_current(tmp_path, replace(settings, result_first=True))
