@@ -3,7 +3,7 @@
 Part 1 -- other projects' grader test cases (``tests/data/grader_external_cases.jsonl``: each case cites its
 source repository, file, test and commit). The source's label is the reference. A case whose response is prose
 with no ``\\boxed{}`` is out of scope for a reward that, like the paper's, needs a boxed (or tagged) answer: it is
-counted apart. Cases whose label rests on a convention where ours differs (the README's table) are listed in
+counted apart. Cases whose label rests on a convention where ours differs (the conventions table of docs/reward.md) are listed in
 ``CONVENTIONS`` and reported apart too.
 
 Part 2 -- rewrites of the evaluation suite's golds: for every gold answer of the five benchmarks we write
@@ -119,7 +119,7 @@ def math_verify_plain(response: str, gold: Any) -> float:
 EXTERNAL = REPO / "tests" / "data" / "grader_external_cases.jsonl"
 _DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\[", "\\]"), ("\\(", "\\)"))
 
-# id -> why the source's label rests on a convention where this project's README table differs.
+# id -> why the source's label rests on a convention where this project's conventions (docs/reward.md) differ.
 _LAST_BOX = "the paper's rule reads only the LAST \\boxed{} of a response"
 CONVENTIONS: dict[int, str] = {
     5: "a comma is never a decimal point",
