@@ -124,7 +124,7 @@ ablation-templates: ## Dr. GRPO on RECIPE with the r1, qwen_math and no template
 	fi
 
 gpu-check: ## One GPU, <= 8 min: environment, bench --bf16, 3 colocated vLLM steps, 20-problem eval with both backends (DRY_RUN=1: plan only)
-	HF_HUB_OFFLINE=1 $(PYTHON) scripts/gpu_check.py $(if $(DRY_RUN),--dry-run) $(ARGS)
+	$(PYTHON) scripts/gpu_check.py $(if $(DRY_RUN),--dry-run) $(ARGS)
 
 bench: ## Run every benchmarks/*.py script
 	for b in benchmarks/*.py; do echo "== $$b"; HF_HUB_OFFLINE=1 $(PYTHON) $$b || exit 1; done

@@ -20,12 +20,16 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), seed=0)
 
 
+def _suite_path() -> Path:
+    return Path(
+        os.environ.get("TRL_DRGRPO_EVAL_SUITE", REPO_ROOT.parent / "shared" / "data" / "evaluation_suite")
+    )
+
+
 @pytest.fixture(scope="session")
 def eval_suite_path() -> Path:
     """The local evaluation suite (``$TRL_DRGRPO_EVAL_SUITE`` or ``<repo>/../shared/data/evaluation_suite``), or skip."""
-    path = Path(
-        os.environ.get("TRL_DRGRPO_EVAL_SUITE", REPO_ROOT.parent / "shared" / "data" / "evaluation_suite")
-    )
+    path = _suite_path()
     if not path.is_dir():
         pytest.skip(f"evaluation suite not found at {path}")
     return path
@@ -63,8 +67,12 @@ def vllm_platform_name() -> str:
 
 
 @pytest.fixture(scope="session")
-def vllm_twin_dir(tmp_path_factory: pytest.TempPathFactory, eval_suite_path: Path, vllm_platform_name) -> str:
+def vllm_twin_dir(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, vllm_platform_name
+) -> str:
     """The tiny model at a width vLLM accepts, trained to answer in R1 format (tests/vllm_twin.py)."""
     from tests.vllm_twin import build_twin
 
-    return build_twin(tmp_path_factory.mktemp("vllm_twin"), eval_suite_path)
+    if REQUIRE_VLLM and not _suite_path().is_dir():  # required vLLM tests must not skip for want of data
+        pytest.fail(f"the vLLM tests need the evaluation suite: not found at {_suite_path()}")
+    return build_twin(tmp_path_factory.mktemp("vllm_twin"), request.getfixturevalue("eval_suite_path"))

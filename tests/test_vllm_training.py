@@ -83,7 +83,12 @@ def run(vllm_twin_dir, eval_suite_path, tmp_path_factory, vllm_platform_name):
     # Before training: how closely the engine scores the checkpoint it loaded (the precision of vLLM's kernels here)
     trainer.probe_ids = _probe_ids(trainer, eval_suite_path)
     served = _prompt_logprobs(trainer.vllm_generation.llm, trainer.probe_ids)
-    trainer.initial_gap = (served - _hf_logprobs(trainer.model, trainer.probe_ids)).abs()
+    reference = _hf_logprobs(trainer.model, trainer.probe_ids)
+    trainer.initial_gap = (served - reference).abs()
+    from transformers import AutoModelForCausalLM
+
+    plain = _hf_logprobs(AutoModelForCausalLM.from_pretrained(vllm_twin_dir).eval(), trainer.probe_ids)
+    print(f"before training: |trainer's model - from_pretrained| mean {(plain - reference).abs().mean():.2e}")
     trainer.vllm_generation.llm.generate = record_finish_reasons
     trainer.train()
     trainer.vllm_generation.llm.generate = llm_generate
