@@ -213,6 +213,7 @@ _INT = re.compile(r"-?\d+")
 _DEC = re.compile(r"-?(?:\d+\.\d*|\.\d+)")
 _FRAC = re.compile(r"(-?)\\[dt]?frac\{(\d+)\}\{(\d+)\}")
 _SCI = re.compile(r"(-?\d+(?:\.\d+)?)\s*\\times\s*10\^\{?(-?\d+)\}?")
+_E_SCI = re.compile(r"(-?\d+(?:\.\d+)?)[eE]([-+]?\d+)")  # "3.61e-10": scientific, not a sum with Euler's e
 
 
 def _top_level_split(s: str, seps: str) -> list[str]:
@@ -389,7 +390,7 @@ def cases_for_gold(gold: Any) -> tuple[list[tuple[str, str]], list[tuple[str, st
         return _fraction_cases(m.group(1), int(m.group(2)), int(m.group(3)))
     if _DEC.fullmatch(g):
         return _decimal_cases(g)
-    m = _SCI.fullmatch(g)
+    m = _SCI.fullmatch(g) or _E_SCI.fullmatch(g)
     if m:
         return _sci_cases(m)
     return _generic_cases(g)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.integrations.integration_utils import rewrite_logs
 
 from tests.run_args import cpu_run_args
 from trl_drgrpo.evaluation import load_benchmark
@@ -57,16 +58,20 @@ def test_callback_in_a_tiny_grpo_run(tmp_path, tiny_model_dir, eval_suite_path):
     trainer.train()
 
     history = trainer.state.log_history
-    evals = [h for h in history if "eval/average/accuracy" in h]
+    evals = [h for h in history if "eval_average/accuracy" in h]
     # before the first update, then every step; not repeated at train end (step 2 was just done)
     assert [h["step"] for h in evals] == [0, 1, 2]
     for h in evals:
         for name in BENCHMARKS:
-            assert 0.0 <= h[f"eval/{name}/accuracy"] <= 1.0
-            assert 0 < h[f"eval/{name}/mean_response_tokens"] <= 8
-        assert h["eval/average/accuracy"] == pytest.approx(
-            sum(h[f"eval/{name}/accuracy"] for name in BENCHMARKS) / len(BENCHMARKS)
+            assert 0.0 <= h[f"eval_{name}/accuracy"] <= 1.0
+            assert 0 < h[f"eval_{name}/mean_response_tokens"] <= 8
+        assert h["eval_average/accuracy"] == pytest.approx(
+            sum(h[f"eval_{name}/accuracy"] for name in BENCHMARKS) / len(BENCHMARKS)
         )
+        # transformers' trackers (W&B, trackio, TensorBoard) rewrite the keys: the benchmarks land under eval/
+        tracked = rewrite_logs(h)
+        assert {f"eval/{name}/accuracy" for name in BENCHMARKS} | {"eval/average/accuracy"} <= set(tracked)
+        assert not [k for k in tracked if k.startswith("train/eval")]
     # The training logs of both steps are still there, with GRPO's own metrics.
     train_logs = [h for h in history if "loss" in h]
     assert [h["step"] for h in train_logs] == [1, 2]
@@ -216,7 +221,8 @@ def test_vllm_colocate_path_syncs_weights_and_logs(tmp_path, eval_suite_path, fa
     # the paper's endings: no stop string, no extra stop token for qwen_math (the model's EOS or the budget)
     assert params["stop_token_ids"] is None and params["stop"] is None
     assert len(vg.llm.prompts) == 12
-    assert trainer.logged[0] == metrics
+    # logged with transformers' eval_ prefix, which its trackers turn into eval/ (not train/eval/)
+    assert rewrite_logs(trainer.logged[0]) == metrics
     assert metrics["eval/amc/mean_response_tokens"] == 3.0
     golds = [str(load_benchmark("amc", str(eval_suite_path))[i]["answer"]) for i in range(3)]
     assert metrics["eval/amc/accuracy"] == pytest.approx(sum(g in ("7", "7.0") for g in golds) / 3)
@@ -283,7 +289,7 @@ def test_transformers_path_shards_pads_and_gathers(tmp_path, tiny_model_dir, eva
     metrics = callback.evaluate_now(7)
     samples = _lines(tmp_path / "eval" / "step_7" / "samples.jsonl")
     assert [r["index"] for r in samples] == [0, 1, 2]
-    assert trainer.logged == [metrics]
+    assert [rewrite_logs(entry) for entry in trainer.logged] == [metrics]
 
 
 # ---- real multi-process run ------------------------------------------------------------------
@@ -292,6 +298,7 @@ _DIST_SCRIPT = """
 import json, sys
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.integrations.integration_utils import rewrite_logs
 from trl import GRPOConfig, GRPOTrainer
 from trl_drgrpo.evaluation.callback import EvaluationCallback
 

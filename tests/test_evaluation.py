@@ -29,6 +29,7 @@ from trl_drgrpo.evaluation import (
     summarize_benchmark,
     truncate_at_stop,
 )
+from trl_drgrpo.evaluation import backends as backends_module
 from trl_drgrpo.evaluation import vllm_backend as vb
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -594,6 +595,40 @@ def test_vllm_single_engine_sampling_params(tiny_model_dir, monkeypatch, fake_vl
     p = seen[0]
     assert (p.n, p.temperature, p.top_p, p.max_tokens, p.seed) == (3, 0.7, 0.9, 12, 5)
     assert p.stop == ["</answer>"] and p.stop_token_ids is None and p.include_stop_str_in_output
+
+
+@pytest.mark.parametrize(("given", "engine"), [({}, 4096), ({"max_model_len": 0}, None)])
+def test_vllm_context_is_the_papers_4096_and_a_response_it_cuts_is_unfinished(
+    tmp_path, tiny_model_dir, eval_suite_path, monkeypatch, fake_vllm, given, engine
+):
+    """The paper's evaluate_model.py runs vLLM with max_model_len=4096; a response that fills it stops with
+    finish_reason "length" before the budget and counts as truncated (unfinished), not as finished."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setattr(backends_module, "vllm_available", lambda: True)
+    engines = []
+
+    class ContextLLM(_FakeLLM):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            engines.append(kwargs)
+
+        def get_tokenizer(self):
+            return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+        def generate(self, prompts, sampling_params=None, use_tqdm=False):
+            cut = types.SimpleNamespace(text="so the answer is", token_ids=[0] * 4, finish_reason="length")
+            return [types.SimpleNamespace(outputs=[cut] * sampling_params.n) for _ in prompts]
+
+    fake_vllm.LLM = ContextLLM
+    summary = evaluate(
+        tiny_model_dir, "r1", "amc", "vllm", tmp_path / "out", data=str(eval_suite_path), limit=2, max_tokens=16,
+        show_progress=False, **given,
+    )  # fmt: skip
+    assert [e["max_model_len"] for e in engines] == [engine]
+    assert summary["config"]["max_model_len"] == engine
+    samples = _lines(tmp_path / "out" / "samples.jsonl")
+    assert [(r["response_tokens"], r["finished"]) for r in samples] == [(4, False), (4, False)]
+    assert summary["benchmarks"]["amc"]["truncated"] == 1.0
 
 
 @pytest.mark.slow

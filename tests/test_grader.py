@@ -7,7 +7,14 @@ import re
 
 import pytest
 
-from trl_drgrpo.rewards.grader import extract_answer, grade, normalize_answer, parse_number
+from trl_drgrpo.rewards.grader import (
+    Outcome,
+    extract_answer,
+    grade,
+    grade_outcome,
+    normalize_answer,
+    parse_number,
+)
 from trl_drgrpo.templates import get_template
 
 
@@ -270,12 +277,30 @@ PATHOLOGICAL = {
 }
 
 
+# refused before grading: an answer over MAX_ANSWER_CHARS, an unclosed box, a response that is not a string
+NO_ANSWER = {"digits_20000", "nested_braces", "unclosed_braces", "not_a_string"}
+
+
 @pytest.mark.parametrize("name", list(PATHOLOGICAL))
 def test_pathological_inputs_are_bounded(name):
+    """A 0 that the grader reached (or a refused answer), not the catch-all's 0 after a crash; bounded by the
+    input's structure (timings: benchmarks/grader_agreement.py; kills: tests/test_rewards.py)."""
     response, gold = PATHOLOGICAL[name]
-    assert (
-        grade(response, gold) == 0.0
-    )  # bounded by the input's structure (timings: benchmarks/grader_agreement.py)
+    expected = Outcome.NO_ANSWER if name in NO_ANSWER else Outcome.GRADED
+    assert grade_outcome(response, gold) == (0.0, expected)
+    assert grade(response, gold) == 0.0
+
+
+def test_a_crash_is_told_from_a_graded_zero(monkeypatch):
+    import trl_drgrpo.rewards.grader as grader_module
+
+    def broken(answer, gold):
+        raise RecursionError("a parser that blew up")
+
+    assert grade_outcome(boxed("2"), "1") == (0.0, Outcome.GRADED)
+    monkeypatch.setattr(grader_module, "is_equiv", broken)
+    assert grade_outcome(boxed("2"), "1") == (0.0, Outcome.RAISED)
+    assert grade(boxed("2"), "1") == 0.0  # the reward value is unchanged: only the outcome tells
 
 
 def test_pathological_but_correct_answers_still_pass():

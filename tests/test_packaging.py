@@ -196,3 +196,31 @@ def test_tracked_recipes_keep_few_checkpoints_and_log_completions(recipe):
     config = yaml.safe_load(recipe.read_text())
     assert isinstance(config.get("save_total_limit"), int) and config["save_total_limit"] >= 1
     assert config.get("log_completions") is True
+
+
+def test_every_extra_the_project_requests_is_provided():
+    """pip only warns (on every install) when a requirement asks for an extra its package does not declare, and
+    then installs without it: each ``pkg[extra]`` in pyproject.toml must name an extra of the installed ``pkg``,
+    spelled as its metadata spells it."""
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    specs = [
+        *project["dependencies"],
+        *(s for group in project["optional-dependencies"].values() for s in group),
+    ]
+    checked = 0
+    for spec in specs:
+        requirement = Requirement(spec)
+        if not requirement.extras or requirement.name.replace("-", "_") == "trl_drgrpo":
+            continue
+        try:
+            provided = importlib.metadata.metadata(requirement.name).get_all("Provides-Extra") or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        missing = sorted(requirement.extras - set(provided))
+        assert not missing, f"{spec}: {requirement.name} provides {sorted(provided)}, not {missing}"
+        checked += 1
+    assert checked, "no installed requirement with extras was checked"

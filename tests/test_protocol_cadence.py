@@ -117,7 +117,7 @@ def test_tiny_run_evaluates_at_step_0_and_every_rollout(tmp_path, tiny_model_dir
         callbacks=callbacks,
     )
     trainer.train()
-    evals = [h["step"] for h in trainer.state.log_history if "eval/average/accuracy" in h]
+    evals = [h["step"] for h in trainer.state.log_history if "eval_average/accuracy" in h]
     assert evals == [0, 2, 4] == evaluation_steps(2, 4)
     assert sorted(p.name for p in (tmp_path / "run" / "eval").iterdir()) == ["step_0", "step_2", "step_4"]
 

@@ -13,6 +13,7 @@ from trl.trainer.utils import RepeatSampler
 
 from trl_drgrpo.training.checkpointing import (
     CheckpointError,
+    DiskSpaceError,
     EpochRepeatSampler,
     _publish,
     _saves_between,
@@ -196,6 +197,16 @@ def test_a_fault_for_one_rank_fires_on_that_rank_only(monkeypatch, tmp_path):
     ]
 
 
+def test_a_raise_fault_raises_on_its_rank_only(monkeypatch, tmp_path):
+    monkeypatch.setenv("TRL_DRGRPO_TEST_FAULTS", "raise@1:3")
+    monkeypatch.setenv("TRL_DRGRPO_TEST_FAULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("RANK", "0")
+    fault_point("raise", 3)
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(RuntimeError, match=r"test fault raise@1:3"):
+        fault_point("raise", 3)
+
+
 class _StubTrainer:
     """What the callback reads from the trainer: a rollout every 8 optimizer steps."""
 
@@ -297,3 +308,54 @@ def test_resume_from_checkpoint_true_takes_the_newest_complete_one(tmp_path, req
     _checkpoint(tmp_path, 2)
     (tmp_path / "checkpoint-3").mkdir()
     assert choose_checkpoint(tmp_path, requested) == str(tmp_path / "checkpoint-2")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("short_at", [1, 3])
+def test_a_save_without_room_fails_before_writing_anything(tiny_model_dir, tmp_path, monkeypatch, short_at):
+    """The free space is checked before a save (estimated from the last checkpoint, or from the parameters and
+    Adam's state for the first): a clear error, no half-written checkpoint, the older ones intact."""
+    import shutil
+    from collections import namedtuple
+
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from tests.distributed.rollouts import fixed_rollout
+    from trl_drgrpo import DrGRPOConfig, DrGRPOTrainer
+    from trl_drgrpo.training.checkpointing import folder_bytes
+
+    usage = namedtuple("usage", "total used free")
+    checked = []
+
+    def disk_usage(path):
+        checked.append(str(path))
+        previous = sorted(tmp_path.glob("checkpoint-*"))
+        # from step `short_at` on, 1 byte less than the last checkpoint (or than the weights alone, for the first)
+        size = (
+            folder_bytes(previous[-1]) if previous else 4 * sum(p.numel() for p in trainer.model.parameters())
+        )
+        free = size - 1 if trainer.state.global_step >= short_at else 10 * size
+        return usage(100 * size, 0, free)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    args = DrGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2,
+                        max_completion_length=4, max_steps=3, save_steps=1, save_total_limit=1, use_cpu=True,
+                        bf16=False, report_to=[], seed=0)  # fmt: skip
+    trainer = DrGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=lambda completions, **kw: [float(len(c) % 2) for c in completions],
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": ["1+1=", "2+2=", "3+1=", "4+2="]}),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+        rollout_func=fixed_rollout,
+    )
+    with pytest.raises(
+        DiskSpaceError, match=rf"not saving checkpoint-{short_at} in .*GiB free.*save_total_limit=1"
+    ):
+        trainer.train()
+    assert checked, "the free space was not checked"
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("checkpoint-", "tmp-")))
+    assert left == ([f"checkpoint-{short_at - 1}"] if short_at > 1 else [])
+    if left:
+        check_checkpoint(tmp_path / left[0])

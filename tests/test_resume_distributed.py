@@ -12,30 +12,21 @@ Traps of CPU launches: see ../shared/notes/cpu-distributed.md.
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 
+from tests.distributed.launch import launch_two_ranks
 from tests.distributed.workload import checkpointed_workload
 from tests.test_resume_e2e import TIME_KEYS
 from trl_drgrpo.training.checkpointing import (
-    FAULTS_DIR_ENV,
-    FAULTS_ENV,
     ROLLOUT_STATE,
     SIGTERM_EXIT_CODE,
     check_checkpoint,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "recipes" / "train.py"
 STEPS = 6
 STOP = 3
 FAULTS = f"term@1:{STOP}"
@@ -44,58 +35,12 @@ TIMEOUT_S = 300  # a run takes ~10 s; a rank stuck in a collective would wait fo
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(workload: Path, out: Path, faults: str = "") -> tuple[int, str, dict[int, str]]:
     """Run the 2-process DDP training into ``out``; its exit status, the launcher's stderr, each rank's stderr."""
-    logs = out / f"logs-{time.monotonic_ns()}"
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TRL_EXPERIMENTAL_SILENCE": "1",
-        "DS_ACCELERATOR": "cpu",
-        "OMP_NUM_THREADS": "1",
-        FAULTS_ENV: faults,
-        FAULTS_DIR_ENV: str(out),
-    }
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(REPO / "accelerate_configs" / "cpu_ddp.yaml"),
-        "--main_process_port",
-        str(_free_port()),
-        "--log_dir",  # with --tee: each rank's output also goes to <log_dir>/<run id>/attempt_0/<rank>/
-        str(logs),
-        "--tee",
-        "3",
-        str(SCRIPT),
-        "--config",
-        str(workload / "recipe.yaml"),
-        "--output_dir",
-        str(out / "run"),
-    ]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _, stderr = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        # torch elastic starts each rank in a session of its own: kill them one by one, then the launcher.
-        for child in psutil.Process(proc.pid).children(recursive=True):
-            child.kill()
-        proc.kill()
-        _, stderr = proc.communicate()
-        pytest.fail(f"the 2-process run hung (killed after {TIMEOUT_S} s):\n{stderr[-4000:]}")
-    ranks = {}
-    for rank in (0, 1):
-        (path,) = logs.glob(f"*/attempt_0/{rank}/stderr.log")
-        ranks[rank] = path.read_text()
-    return proc.returncode, stderr, ranks
+    run = launch_two_ranks(workload, out, faults, timeout_s=TIMEOUT_S)
+    if run.code is None:
+        pytest.fail(f"the 2-process run hung (killed after {TIMEOUT_S} s):\n{run.stderr[-4000:]}")
+    return run.code, run.stderr, run.ranks
 
 
 def _outcome(run: Path) -> dict:

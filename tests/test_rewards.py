@@ -11,10 +11,18 @@ import time
 import pytest
 
 from trl_drgrpo.rewards import MathReward
-from trl_drgrpo.rewards.grader import grade_answer
+from trl_drgrpo.rewards.grader import Outcome, grade_answer
 
 HANG_MARKER = "__hang__"
 DIE_MARKER = "__die__"
+RAISE_MARKER = "__raise__"
+GRADED, NO_ANSWER, RAISED, TIMED_OUT, DIED = (
+    Outcome.GRADED,
+    Outcome.NO_ANSWER,
+    Outcome.RAISED,
+    Outcome.TIMED_OUT,
+    Outcome.DIED,
+)
 
 
 def hanging_grade(answer: str, gold) -> float:
@@ -23,6 +31,8 @@ def hanging_grade(answer: str, gold) -> float:
         time.sleep(3600)
     if answer == DIE_MARKER:
         os._exit(3)
+    if answer == RAISE_MARKER:
+        raise ValueError("a grader that crashed")
     return grade_answer(answer, gold)
 
 
@@ -66,6 +76,7 @@ def test_trl_keywords_and_log_extra(reward):
     assert rewards == EXPECTED
     assert logged["extracted_answer"] == ["1", "2", "", r"\frac{1}{2}"]
     assert metrics["math_reward/no_answer_frac"] == 0.25
+    assert metrics["math_reward/grader_errors"] == 0.0
 
 
 def test_list_and_float_golds(reward):
@@ -129,6 +140,7 @@ def test_stuck_item_is_killed_and_pool_recovers():
         scores = r(completions, answer=["1", "1", "2", "4"])
         elapsed = time.perf_counter() - start
         assert scores == [1.0, 0.0, 1.0, 0.0]
+        assert r.last_outcomes == [GRADED, TIMED_OUT, GRADED, GRADED]
         assert elapsed < 10
         assert r._pool.killed == 1 and r._pool.timed_out == 1 and r.last_timed_out == 1
         # the replaced worker and the survivor both keep working, from another thread too
@@ -143,7 +155,20 @@ def test_dead_worker_scores_zero_and_is_replaced():
     with MathReward(num_workers=1, timeout_s=5.0, grade_fn=hanging_grade) as r:
         scores = r([r"\boxed{" + DIE_MARKER + "}", r"\boxed{5}"], answer=["1", "5"])
         assert scores == [0.0, 1.0]
+        assert r.last_outcomes == [DIED, GRADED]
         assert r._pool.killed == 1
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_raising_grader_is_told_from_a_graded_zero(num_workers):
+    """Same 0.0 reward, three different stories: graded, no answer, raised (in the pool and in-process)."""
+    metrics: dict[str, float] = {}
+    with MathReward(num_workers=num_workers, timeout_s=5.0, grade_fn=hanging_grade) as r:
+        completions = [r"\boxed{" + RAISE_MARKER + "}", r"\boxed{2}", "no answer", r"\boxed{1}"]
+        scores = r(completions, answer=["1", "1", "1", "1"], log_metric=metrics.__setitem__)
+        assert scores == [0.0, 0.0, 0.0, 1.0]
+        assert r.last_outcomes == [RAISED, GRADED, NO_ANSWER, GRADED]
+        assert metrics["math_reward/grader_errors"] == 1.0
 
 
 def test_pickle_deepcopy_and_close(reward):
@@ -173,6 +198,9 @@ def test_pathological_batch_is_bounded(reward):
     start = time.perf_counter()
     scores = reward(completions, answer=["4", "1", "9", "42", "1"])
     assert scores == [0.0, 0.0, 0.0, 1.0, 1.0]
+    # each 0 is a verdict (or a refused over-long answer), not a crash or a kill at the hard timeout
+    assert reward.last_outcomes == [GRADED, GRADED, NO_ANSWER, GRADED, GRADED]
+    assert reward.last_timed_out == reward.last_died == 0
     assert time.perf_counter() - start < 5
 
 
@@ -208,6 +236,7 @@ def test_slow_items_of_one_call_run_side_by_side():
         completions = [r"\boxed{" + HANG_MARKER + "}"] * 4 + [r"\boxed{3}"]
         golds = [str(k) for k in range(4)] + ["3"]  # distinct golds: no deduplication
         assert r(completions, answer=golds) == [0.0, 0.0, 0.0, 0.0, 1.0]
+        assert r.last_outcomes == [TIMED_OUT] * 4 + [GRADED]
         assert r.last_timed_out == 4
         assert r._pool.max_slow_lane >= 2
         assert r([r"\boxed{3}"], answer=["3"]) == [1.0]

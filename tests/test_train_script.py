@@ -144,7 +144,7 @@ def test_in_training_evaluation_from_the_recipe(tiny_model_dir, tmp_path, eval_s
     )
     result = _run(recipe)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "eval/average/accuracy" in result.stdout + result.stderr
+    assert "eval_average/accuracy" in result.stdout + result.stderr
     samples = (tmp_path / "run" / "eval" / "step_1" / "samples.jsonl").read_text().splitlines()
     assert sorted({json.loads(line)["benchmark"] for line in samples}) == ["aime", "amc"]
     assert len(samples) == 4

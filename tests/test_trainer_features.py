@@ -281,3 +281,18 @@ def test_stop_strings_cut_transformers_generations(tiny_model_dir, tmp_path, sto
     trainer = _train_with_forced_token(tiny_model_dir, tmp_path, "!", stop_strings=["!!!"] if stop else None)
     assert _logged(trainer, "completions/mean_length") == [3.0 if stop else 8.0]
     assert _logged(trainer, "drgrpo/truncated_fraction") == [0.0 if stop else 1.0]
+    # TRL's own length metrics agree (TRL alone calls a response clipped when its last token is not EOS)
+    assert _logged(trainer, "completions/clipped_ratio") == [0.0 if stop else 1.0]
+    assert _logged(trainer, "completions/mean_terminated_length") == [3.0 if stop else 0.0]
+    assert _logged(trainer, "completions/max_terminated_length") == [3.0 if stop else 0.0]
+
+
+def test_the_completion_table_is_written_once_per_rollout(tiny_model_dir, tmp_path):
+    """log_completions with a log every optimizer step: one table per rollout (2 steps each), not per step."""
+    args = _args(
+        tmp_path, max_steps=4, steps_per_generation=2, log_completions=True, num_completions_to_print=1
+    )
+    trainer = _train(tiny_model_dir, args)
+    assert len(_logged(trainer, "loss")) == 4
+    tables = sorted(p.name for p in (tmp_path / "completions").glob("*.parquet"))
+    assert tables == ["completions_00001.parquet", "completions_00003.parquet"]

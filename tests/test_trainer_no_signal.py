@@ -264,3 +264,27 @@ def test_training_with_a_short_budget_warns(tiny_model_dir, tmp_path):
     )
     with pytest.warns(NoLearningSignalWarning, match="max_completion_length=4"):
         trainer.train()
+
+
+# ---------------------------------------------------------------------------- the context limit
+def test_a_response_cut_by_the_context_limit_is_truncated(tiny_model_dir, tmp_path):
+    """prompt + budget > the engine's context (vLLM's max_model_len): vLLM stops the response when prompt and
+    response fill the context, shorter than the budget and without an end. It has no final answer: truncated,
+    scored 0 by answer-checking rewards (the paper's rule), like a response cut by the budget."""
+    room = 5  # context tokens left after the prompt, fewer than the budget
+
+    def completion(i: int, tok, rng: random.Random) -> list[int]:
+        return _filler(rng, room) if i % 2 == 0 else _filler(rng, 2) + [tok.eos_token_id]
+
+    trainer = _trainer(tiny_model_dir, tmp_path, _rollout_of(completion), answer_one)
+    prompt_length = len(trainer.processing_class(QUESTIONS[0])["input_ids"])
+    assert prompt_length == len(trainer.processing_class(QUESTIONS[1])["input_ids"])
+    trainer.model.config.max_position_embeddings = prompt_length + room  # stands in for vLLM's max_model_len
+    assert trainer.context_limit() == prompt_length + room
+    _rollout_once(trainer)
+    rewards_per_func, truncated, lengths = trainer._rollout
+    cut = torch.arange(len(truncated)) % 2 == 0
+    assert torch.all(lengths[cut] == room) and room < BUDGET
+    assert torch.equal(truncated, cut)
+    assert torch.equal(rewards_per_func[:, 0], (~cut).float())
+    assert trainer._metrics["train"]["completions/clipped_ratio"][-1] == 0.5

@@ -13,6 +13,7 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 
 import torch.distributed as dist
 from transformers import AutoTokenizer
@@ -24,8 +25,13 @@ from .rewards import build_reward
 from .templates import Template, get_template
 from .trainer import DrGRPOTrainer
 from .training import arguments
-from .training.checkpointing import choose_checkpoint, exit_if_stopped, install_sigterm_handler
-from .training.outputs import finish_run
+from .training.checkpointing import (
+    choose_checkpoint,
+    exit_if_stopped,
+    install_sigterm_handler,
+    stopped_by_signal_message,
+)
+from .training.outputs import finish_run, finish_trackers
 from .training.precision import apply_master_weights
 from .training.preflight import check_trackers
 
@@ -157,13 +163,18 @@ def main(script_args: DrGRPOScriptArguments, training_args: DrGRPOConfig, model_
     if checkpoint:
         logger.info("Resuming from %s", checkpoint)
     install_sigterm_handler(trainer)  # SIGTERM: finish the optimizer step, save a checkpoint, exit 143
+    together = False  # whether every rank leaves here at the same point: finished, or stopped by SIGTERM
     try:
         result = trainer.train(resume_from_checkpoint=checkpoint)
+        together = stopped_by_signal_message(trainer) is not None  # the ranks agreed on the stop step
         exit_if_stopped(trainer)
         finish_run(trainer, result, script_args.dataset_name)
+        together = True
     finally:
         reward.close()
-        if dist.is_available() and dist.is_initialized():
+        # After an error on this rank the others are inside some collective: a barrier here would wait for them
+        # until the ddp_timeout (30 min) and keep the error unprinted. cli() prints it and ends this process.
+        if together and dist.is_available() and dist.is_initialized():
             # A barrier before tear-down avoids a rank aborting at exit while another still writes.
             dist.barrier()
             dist.destroy_process_group()
@@ -182,7 +193,16 @@ def cli(argv: list[str] | None = None) -> None:
     try:
         main(*arguments.parse_training_args(argv))
     except SystemExit as stop:  # e.g. the SIGTERM checkpoint-and-stop path
-        _exit_now(stop.code if isinstance(stop.code, int) else 1)
+        code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
+        if not isinstance(stop.code, int | None):
+            print(stop.code, file=sys.stderr)
+        _exit_now(code)
+    except BaseException:
+        # Print the error now and leave: the launcher (torch elastic) then stops the other ranks, which may be
+        # waiting for this one in a collective.
+        print(f"Training failed on rank {os.environ.get('RANK', '?')}:", file=sys.stderr)
+        traceback.print_exc()
+        _exit_now(1)
     _exit_now(0)
 
 
@@ -191,8 +211,11 @@ def _exit_now(code: int) -> None:
 
     Everything is saved and the process group is destroyed by then, but a gloo/DeepSpeed worker thread still
     alive at interpreter exit makes a rank abort now and then ("terminate called without an active exception",
-    SIGABRT), failing a run that finished. Flushing and ``os._exit`` skips that teardown.
+    SIGABRT), failing a run that finished. Flushing and ``os._exit`` skips that teardown, and the ``atexit``
+    hooks with it, so the trackers' runs are finished here first.
     """
+    sys.stderr.flush()
+    finish_trackers(code)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -98,6 +98,9 @@ class DrGRPOTrainer(CrashSafeTrainerMixin, GRPOTrainer):
             "Responses cut at max_completion_length=%d: %s", self.max_completion_length, self.truncation_rule
         )
         self._rollout: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._prompt_lengths: list[int] | None = None  # of the completions being scored (set by _generate)
+        # Rollouts generated, and the one whose completion table was written (once per rollout, see log()).
+        self._rollouts_generated = self._rollouts_in_table = 0
         self._flat_rollouts = 0  # consecutive training rollouts in which no group has any reward spread
         self._warned_truncation = self._warned_flat = False
         if args.multi_objective_aggregation == "normalize_then_sum":
@@ -147,7 +150,13 @@ class DrGRPOTrainer(CrashSafeTrainerMixin, GRPOTrainer):
         """TRL's rewards (gathered over processes), with the truncation reward applied; keeps what the metrics need."""
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         device = rewards_per_func.device
-        local_truncated = [self._is_truncated(ids) for ids in completion_ids_list]
+        prompt_lengths = self._prompt_lengths
+        if prompt_lengths is None or len(prompt_lengths) != len(completion_ids_list):
+            prompt_lengths = [None] * len(completion_ids_list)
+        local_truncated = [
+            self._is_truncated(ids, length)
+            for ids, length in zip(completion_ids_list, prompt_lengths, strict=True)
+        ]
         truncated = self.accelerator.gather(torch.tensor(local_truncated, device=device))
         lengths = self.accelerator.gather(
             torch.tensor([len(ids) for ids in completion_ids_list], device=device)
@@ -159,13 +168,35 @@ class DrGRPOTrainer(CrashSafeTrainerMixin, GRPOTrainer):
         self._rollout = (rewards_per_func, truncated, lengths)
         return rewards_per_func
 
-    def _is_truncated(self, ids: list[int]) -> bool:
-        """Cut by the budget: `max_completion_length` tokens that do not end with EOS or a stop string.
+    def _generate(self, prompts: list):
+        output = super()._generate(prompts)
+        self._prompt_lengths = [len(ids) for ids in output[0]]  # for the context-limit rule in _is_truncated
+        return output
+
+    def context_limit(self) -> int | None:
+        """Prompt + response tokens at which generation stops (vLLM's ``max_model_len``), as TRL reads it."""
+        if self.use_vllm and self.vllm_mode == "colocate":
+            try:
+                return int(self.vllm_generation.llm.llm_engine.model_config.max_model_len)
+            except AttributeError:
+                pass
+        if self.use_vllm and self.args.vllm_max_model_length:
+            return int(self.args.vllm_max_model_length)
+        config = getattr(self.model, "config", None)
+        config = getattr(config, "text_config", None) or config
+        return getattr(config, "max_position_embeddings", None)
+
+    def _is_truncated(self, ids: list[int], prompt_length: int | None = None) -> bool:
+        """Cut by the budget: `max_completion_length` tokens that do not end with EOS or a stop string; or cut by
+        the context limit: prompt + response fill :meth:`context_limit` without an end (vLLM stops there with
+        finish_reason "length", shorter than the budget), when `prompt_length` is known.
 
         A response whose EOS or stop string falls exactly on the budget's last token finished (vLLM's
         finish_reason "stop", as in the paper's code), so it is not truncated.
         """
-        if len(ids) < self.max_completion_length:
+        limit = self.context_limit() if prompt_length is not None else None
+        at_context_limit = limit is not None and prompt_length + len(ids) >= limit
+        if len(ids) < self.max_completion_length and not at_context_limit:
             return False
         if ids and ids[-1] in self.eos_token_ids:
             return False
@@ -196,6 +227,7 @@ class DrGRPOTrainer(CrashSafeTrainerMixin, GRPOTrainer):
                 logged.pop()
             logged.extend(advantages.tolist())
         self._log_rollout_metrics(mode, rewards, truncated, lengths, group_size)
+        self._rollouts_generated += 1
         if mode == "train":
             self._warn_if_no_signal(rewards, truncated, group_size)
         return output
@@ -224,9 +256,45 @@ class DrGRPOTrainer(CrashSafeTrainerMixin, GRPOTrainer):
         if (~correct).any():
             metrics["drgrpo/incorrect_mean_length"].append(lengths[~correct].mean().item())
         metrics["drgrpo/truncated_fraction"].append(truncated.float().mean().item())
+        if not self.tools:
+            self._replace_length_metrics(metrics, truncated, lengths)
         metrics["drgrpo/zero_std_group_fraction"].append(
             zero_spread_groups(rewards, group_size).float().mean().item()
         )
+
+    @staticmethod
+    def _replace_length_metrics(metrics: dict, truncated: torch.Tensor, lengths: torch.Tensor) -> None:
+        """TRL's clipped ratio and terminated lengths under this trainer's truncation rule.
+
+        TRL calls a response clipped when its last token is not EOS/pad, so every response that stopped at a stop
+        string (R1's ``</answer>``) or at the context limit would count wrongly (clipped, resp. terminated).
+        Here clipped means ``drgrpo/truncated_fraction``'s truncated; the values TRL just appended are replaced.
+        """
+        terminated = lengths[~truncated]
+        if terminated.numel() == 0:  # as TRL: 0 when no response terminated
+            terminated = torch.zeros(1, device=lengths.device)
+        values = {
+            "completions/clipped_ratio": truncated.float().mean(),
+            "completions/mean_terminated_length": terminated.mean(),
+            "completions/min_terminated_length": terminated.min(),
+            "completions/max_terminated_length": terminated.max(),
+        }
+        for key, value in values.items():
+            if metrics.get(key):
+                metrics[key][-1] = value.item()
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """TRL's log, with the completion table (parquet file, W&B/trackio table, console sample) written once
+        per rollout: TRL writes the whole table at every log although it changes once per rollout."""
+        table = self.log_completions
+        fresh = self._rollouts_generated != self._rollouts_in_table
+        self.log_completions = table and fresh
+        try:
+            super().log(logs, start_time)
+        finally:
+            self.log_completions = table
+        if table and fresh:
+            self._rollouts_in_table = self._rollouts_generated
 
     def _warn_if_no_signal(self, rewards: torch.Tensor, truncated: torch.Tensor, group_size: int) -> None:
         """Warn loudly (once each) when rollouts carry no learning signal, naming the cause and the fix."""

@@ -314,10 +314,16 @@ def load_training_log(path: str | os.PathLike) -> list[dict]:
             history += [
                 dict(e) for e in state["log_history"] if isinstance(e, dict) and e.get("step", 0) > last
             ]
+    history = [_tracker_names(e) for e in history]
     history.sort(key=lambda e: e.get("step", 0))
     run_dir = path if path.is_dir() else path.parent
     history += _eval_entries(run_dir, history)
     return history
+
+
+def _tracker_names(entry: dict) -> dict:
+    """In-training evaluation keys as the trackers show them: ``eval_<benchmark>/x`` -> ``eval/<benchmark>/x``."""
+    return {("eval/" + k[5:] if k.startswith("eval_") and "/" in k else k): v for k, v in entry.items()}
 
 
 def _eval_entries(run_dir: Path, history: Sequence[Mapping]) -> list[dict]:

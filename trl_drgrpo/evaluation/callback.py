@@ -5,9 +5,11 @@
 engine of a GRPO trainer (``use_vllm=True, vllm_mode="colocate"``, weights synced first), otherwise
 the unwrapped model with transformers ``generate``. Problems are sharded over the processes and
 gathered, so every rank takes part (DeepSpeed ZeRO-3 included). Metrics go through
-``trainer.log`` (``eval/<benchmark>/accuracy``, ``eval/<benchmark>/mean_response_tokens``,
-``eval/average/accuracy``) and results are written to ``<output_dir>/eval/step_<N>/`` in the
-format of ``trl_drgrpo.evaluation.evaluate``.
+``trainer.log`` as ``eval_<benchmark>/accuracy``, ``eval_<benchmark>/mean_response_tokens``,
+``eval_<benchmark>/truncated`` and ``eval_average/accuracy``: transformers' trackers (W&B, trackio,
+TensorBoard) show them as ``eval/<benchmark>/accuracy`` ... (keys without the ``eval_`` prefix would land under
+``train/``). Results are written to ``<output_dir>/eval/step_<N>/`` in the format of
+``trl_drgrpo.evaluation.evaluate``. A run stopped by SIGTERM does not evaluate after the signal.
 
 The paper evaluates every 16 *rollouts* (oat's ``--eval_steps 16`` counts rollouts: 16 x 8 = 128 optimizer
 steps with its batch shape) and once before training. :func:`eval_interval_steps` turns a cadence in rollouts
@@ -154,11 +156,27 @@ class EvaluationCallback(TrainerCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if state.global_step > 0 and state.global_step % self.every_n_steps == 0:
-            self.evaluate_now(state.global_step, args, **kwargs)
+            if not self._stopping(state.global_step):
+                self.evaluate_now(state.global_step, args, **kwargs)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if self.eval_at_end and self._last_evaluated_step != state.global_step:
-            self.evaluate_now(state.global_step, args, **kwargs)
+            if not self._stopping(state.global_step):
+                self.evaluate_now(state.global_step, args, **kwargs)
+
+    def _stopping(self, step: int) -> bool:
+        """Whether the run is stopping on SIGTERM (agreed over the processes): then it saves and exits instead.
+
+        A scheduler's grace period is seconds to minutes; an evaluation of the paper's benchmarks takes far longer,
+        and the process would be SIGKILLed before its exit status says "stopped, resumable".
+        """
+        stop = getattr(self.trainer, "graceful_stop", None)
+        if stop is None or not stop.installed:
+            return False
+        stopping = stop.stopped_at is not None or bool(self.trainer.agree(stop.requested))
+        if stopping:
+            logger.warning("SIGTERM: no evaluation at step %d (the run saves and stops)", step)
+        return stopping
 
     # ---- evaluation ------------------------------------------------------------------------
 
@@ -191,7 +209,7 @@ class EvaluationCallback(TrainerCallback):
         should_log = getattr(control, "should_log", None)
         with _eval_mode(trainer.model):
             # In eval mode, GRPO's log() leaves the pending training metrics for the next training log.
-            trainer.log(dict(metrics))
+            trainer.log(logged_keys(metrics))
         if control is not None and should_log is not None:
             control.should_log = should_log  # log() clears it; the step's own training log must still happen
         self._last_evaluated_step = step
@@ -351,6 +369,12 @@ class EvaluationCallback(TrainerCallback):
             metrics[f"eval/{name}/truncated"] = m["truncated"]
         metrics["eval/average/accuracy"] = summary["average"]["accuracy"]
         return metrics
+
+
+def logged_keys(metrics: dict[str, float]) -> dict[str, float]:
+    """``eval/<name>/...`` -> ``eval_<name>/...``: the ``eval_`` prefix is what transformers' trackers map to
+    ``eval/`` (any other key gets ``train/`` in front)."""
+    return {("eval_" + k[len("eval/") :] if k.startswith("eval/") else k): v for k, v in metrics.items()}
 
 
 class _SyncedTransformersBackend(TransformersBackend):

@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 
 # Configuration fields that change the results: resuming with other values is refused.
+# The paper's evaluate_model.py (understand-r1-zero) runs vLLM with max_model_len=4096.
+PAPER_MAX_MODEL_LEN = 4096
+
 RESULT_KEYS = (
     "model",
     "template",
@@ -90,7 +93,7 @@ def evaluate(
     stop: Sequence[str] | None = None,
     endings: str = DEFAULT_ENDINGS,
     model_name: str | None = None,
-    max_model_len: int | None = None,
+    max_model_len: int | None = PAPER_MAX_MODEL_LEN,
     dtype: str | None = None,
     revision: str | None = None,
     gpu_memory_utilization: float = 0.9,
@@ -122,7 +125,8 @@ def evaluate(
         stop: Extra stop strings on top of the template's endings.
         endings: Where responses end (``trl_drgrpo.templates.ENDINGS``; default: the paper's, no ``<|im_end|>``).
         model_name: Name shown in the table (default: the model's folder name).
-        max_model_len: vLLM context length.
+        max_model_len: vLLM context length (prompt + response), 4096 as the paper's ``evaluate_model.py``; a
+            response that reaches it stops unfinished (truncated). ``None`` or 0: the model's own limit.
         dtype: Weights' dtype for loading by name (``bfloat16``, ``float16``, ``float32``; None: the checkpoint's).
         revision: Hub revision (branch, tag or commit) of a model given by id.
         gpu_memory_utilization: Share of each GPU's memory vLLM may use.
@@ -137,6 +141,7 @@ def evaluate(
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
     _check_sampling(n, temperature, top_p, max_tokens)
     backend_name = resolve_backend(backend) if backend is None or isinstance(backend, str) else None
+    max_model_len = max_model_len or None
     config = {
         "model": _model_id(model),
         "model_name": model_name or Path(_model_id(model).rstrip("/")).name,
@@ -155,6 +160,7 @@ def evaluate(
         "batch_size": batch_size,
         "tensor_parallel_size": tensor_parallel_size,
         "data_parallel_size": data_parallel_size,
+        "max_model_len": max_model_len if backend_name == "vllm" else None,
         "revision": revision,
         "dtype": dtype,
         "reward": reward,
@@ -289,7 +295,13 @@ class EvaluationArguments:
     data_parallel_size: int = field(
         default=1, metadata={"help": "vLLM data-parallel engines (prompts sharded)."}
     )
-    max_model_len: int | None = field(default=None, metadata={"help": "vLLM maximum context length."})
+    max_model_len: int | None = field(
+        default=PAPER_MAX_MODEL_LEN,
+        metadata={
+            "help": "vLLM context length (prompt + response; the paper's evaluation: 4096). A response that reaches "
+            "it stops unfinished and counts as truncated. 0: the model's own limit."
+        },
+    )
     dtype: str | None = field(
         default=None,
         metadata={"help": "Weights' dtype: bfloat16, float16 or float32 (default: the checkpoint's own)."},

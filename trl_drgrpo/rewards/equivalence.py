@@ -13,7 +13,7 @@ from typing import Any
 from .extraction import gold_boxed
 from .limits import MAX_ELEMENTS
 from .normalization import has_percent, normalize_answer, prime_count, strip_lhs
-from .numbers import numbers_equal, parse_number
+from .numbers import Number, numbers_equal, parse_number
 from .structures import _structure
 from .symbolic import math_verify_equal, sympy_equal
 
@@ -73,6 +73,11 @@ def _equiv_normalized(pred: str, gold: str, allow_math_verify: bool = False) -> 
     if structured is not None:
         return structured
     if pred.count("=") == 1 and gold.count("=") == 1:  # two equations: the same up to rearrangement and scale
+        (p_lhs, p_value), (g_lhs, g_value) = pred.split("=", 1), gold.split("=", 1)
+        if p_lhs == g_lhs:  # one name given two values ("G=6.674*10^{-11}", "\\Delta=3"): the number rule
+            pn, gn = parse_number(p_value, normalized=True), parse_number(g_value, normalized=True)
+            if pn is not None and gn is not None:
+                return numbers_equal(pn, gn)
         if sympy_equal(pred, gold):
             return True
         if p_rhs is None or g_rhs is None or pred.split("=", 1)[0] != gold.split("=", 1)[0]:
@@ -124,6 +129,11 @@ def _percent_equal(pred: str, gold: str, p_norm: str, g_norm: str) -> bool:
     scaled, other = (p_norm, g_norm) if p_pct else (g_norm, p_norm)
     if not scaled or "," in scaled or "=" in scaled:
         return False
+    percent, value = parse_number(scaled, normalized=True), parse_number(other, normalized=True)
+    if percent is not None and value is not None:  # two numbers: the number rule on percent / 100
+        d = percent.decimal
+        fraction = Number(percent.value / 100, None if d is None else d.scaleb(-2))
+        return numbers_equal(value, fraction) if p_pct else numbers_equal(fraction, value)
     as_fraction = f"({scaled})/100"
     return _equiv_normalized(other, as_fraction) if p_pct else _equiv_normalized(as_fraction, other)
 

@@ -19,8 +19,9 @@ before sympy runs, so a verdict is the same on any machine and under any load. T
 
 from __future__ import annotations
 
+import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..templates import Template
@@ -34,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ANSWER_FORMATS",
+    "Outcome",
+    "call_with_outcome",
+    "grade_answer_outcome",
+    "grade_outcome",
     "warm",
     "extract_answer",
     "grade",
@@ -45,6 +50,21 @@ __all__ = [
 ]
 
 
+class Outcome(str, enum.Enum):
+    """How an item's score came about; the score is the same (0.0) for all but ``GRADED``, the outcome tells them
+    apart (tests and monitoring: a crash or a kill must never pass for an honest 0)."""
+
+    GRADED = "graded"  # the grader ran to the end: the score is its verdict
+    NO_ANSWER = "no_answer"  # nothing to grade (no extractable answer): 0
+    RAISED = "raised"  # the grader raised; the catch-all scored it 0
+    TIMED_OUT = "timed_out"  # killed at the pool's hard timeout: 0
+    DIED = "died"  # its worker process died: 0
+
+    @property
+    def killed(self) -> bool:
+        return self in (Outcome.TIMED_OUT, Outcome.DIED)
+
+
 def grade(
     response: str, gold: Any, template: str | Template = "qwen_math", answer_format: str = "paper"
 ) -> float:
@@ -52,21 +72,45 @@ def grade(
 
     Never raises on bad responses or golds; bounded by the structure of its inputs, never by the clock.
     """
-    answer = extract_answer(response, template, answer_format)
-    if answer is None:
-        return 0.0
-    return grade_answer(answer, gold)
+    return grade_outcome(response, gold, template, answer_format)[0]
+
+
+def grade_outcome(
+    response: str, gold: Any, template: str | Template = "qwen_math", answer_format: str = "paper"
+) -> tuple[float, Outcome]:
+    """:func:`grade` and how its score came about (``GRADED``, ``NO_ANSWER`` or ``RAISED``)."""
+    try:
+        answer = extract_answer(response, template, answer_format)
+    except Exception:
+        logger.debug("extraction failed", exc_info=True)
+        return 0.0, Outcome.RAISED
+    return grade_answer_outcome(answer, gold)
 
 
 def grade_answer(answer: str | None, gold: Any) -> float:
     """Grade an already extracted answer (what the reward workers run)."""
+    return grade_answer_outcome(answer, gold)[0]
+
+
+def grade_answer_outcome(answer: str | None, gold: Any) -> tuple[float, Outcome]:
+    """:func:`grade_answer` and how its score came about (``GRADED``, ``NO_ANSWER`` or ``RAISED``)."""
     if answer is None:
-        return 0.0
+        return 0.0, Outcome.NO_ANSWER
     try:
-        return 1.0 if is_equiv(answer, gold) else 0.0
+        return (1.0 if is_equiv(answer, gold) else 0.0), Outcome.GRADED
     except Exception:
         logger.debug("grading failed", exc_info=True)
-        return 0.0
+        return 0.0, Outcome.RAISED
+
+
+def call_with_outcome(fn: Callable[[str, Any], float], answer: str, gold: Any) -> tuple[float, Outcome]:
+    """Score of a grade function and its outcome: :func:`grade_answer`'s own, else ``RAISED`` where ``fn`` raised."""
+    if fn is grade_answer:
+        return grade_answer_outcome(answer, gold)
+    try:
+        return float(fn(answer, gold)), Outcome.GRADED
+    except Exception:
+        return 0.0, Outcome.RAISED
 
 
 def grade_many(answers: Sequence[str | None], golds: Sequence[Any]) -> list[float]:

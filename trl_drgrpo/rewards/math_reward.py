@@ -17,7 +17,7 @@ from typing import Any
 
 from ..templates import Template, get_template
 from .extraction import check_answer_format
-from .grader import extract_answer, grade_answer
+from .grader import Outcome, call_with_outcome, extract_answer, grade_answer
 from .pool import GradeFn, GradingPool, _close_pool
 
 logger = logging.getLogger(__name__)
@@ -49,13 +49,17 @@ def _gold_key(gold: Any) -> Any:
 
 
 def grade_deduplicated(
-    answers: Sequence[str | None], golds: Sequence[Any], grade_pairs: Callable[[list], list[float]]
+    answers: Sequence[str | None],
+    golds: Sequence[Any],
+    grade_pairs: Callable[[list], list[float]],
+    slots: list[int | None] | None = None,
 ) -> list[float]:
     """Scores of ``answers`` against ``golds``: each distinct (answer, gold) pair graded once by ``grade_pairs``;
-    a response without an extractable answer scores 0."""
+    a response without an extractable answer scores 0. ``slots``, when given, receives each answer's index among
+    the graded pairs (None: no answer)."""
     index: dict[tuple, int] = {}
     pairs: list[tuple[str, Any]] = []
-    slots: list[int | None] = []
+    slots = [] if slots is None else slots
     for answer, gold in zip(answers, golds, strict=True):
         if answer is None:
             slots.append(None)
@@ -109,6 +113,8 @@ class MathReward:
         self.__name__ = name
         self.last_timed_out = 0  # items of the last call killed at the hard timeout (the last resort)
         self.last_died = 0  # items of the last call whose worker died
+        self.last_outcomes: list[Outcome] = []  # per completion of the last call: how its score came about
+        self.last_pair_outcomes: list[Outcome] = []  # per distinct graded pair of the last call
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -186,22 +192,20 @@ class MathReward:
     def grade_pairs(self, pairs: Sequence[tuple[str, Any]]) -> list[float]:
         """Grade (answer, gold) pairs, in the pool or in-process when ``num_workers == 0``."""
         self.last_timed_out = self.last_died = 0
+        self.last_pair_outcomes: list[Outcome] = []
         if not pairs:
             return []
         if self.num_workers == 0:
             fn = self.grade_fn or grade_answer
-            out = []
-            for answer, gold in pairs:
-                try:
-                    out.append(float(fn(answer, gold)))
-                except Exception:
-                    out.append(0.0)
-            return out
+            graded = [call_with_outcome(fn, answer, gold) for answer, gold in pairs]
+            self.last_pair_outcomes = [outcome for _, outcome in graded]
+            return [score for score, _ in graded]
         with self._lock:
             pool = self._get_pool()
             scores = pool.run(pairs)
             self.last_timed_out = sum(pool.last_timed_out)
             self.last_died = sum(pool.last_died)
+            self.last_pair_outcomes = list(pool.last_outcomes)
             return scores
 
     def __call__(self, completions: Sequence[Any], **kwargs) -> list[float]:
@@ -215,13 +219,19 @@ class MathReward:
         if len(golds) != len(completions):
             raise ValueError(f"got {len(completions)} completions but {len(golds)} gold answers")
         answers = self.extract(completions)
-        rewards = grade_deduplicated(answers, golds, self.grade_pairs)
+        slots: list[int | None] = []
+        rewards = grade_deduplicated(answers, golds, self.grade_pairs, slots)
+        self.last_outcomes = [Outcome.NO_ANSWER if k is None else self.last_pair_outcomes[k] for k in slots]
         log_extra = kwargs.get("log_extra")
         if callable(log_extra):
             log_extra("extracted_answer", ["" if a is None else a for a in answers])
         log_metric = kwargs.get("log_metric")
         if callable(log_metric) and answers:
             log_metric("math_reward/no_answer_frac", sum(a is None for a in answers) / len(answers))
+            # responses whose grader raised (scored 0 by the catch-all): a bug to look at, not a wrong answer
+            log_metric(
+                "math_reward/grader_errors", float(sum(o is Outcome.RAISED for o in self.last_outcomes))
+            )
             if self.num_workers:  # hard-bound events, apart from the ordinary zeros
                 log_metric("math_reward/hard_timeouts", float(self.last_timed_out))
                 log_metric("math_reward/worker_deaths", float(self.last_died))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from fractions import Fraction
 
-from .limits import MAX_EXPONENT, MAX_NUMBER_DIGITS, REL_TOL
+from .limits import MAX_EXPONENT, MAX_NUMBER_DIGITS
 from .normalization import normalize_answer
+from .tolerance import close
 
 
 class Number:
@@ -91,16 +91,8 @@ def parse_number(answer: str, normalized: bool = False) -> Number | None:
     return None
 
 
-def _rel_close(a: float, b: float, rel_tol: float = REL_TOL) -> bool:
-    if a == b:
-        return True
-    if not (math.isfinite(a) and math.isfinite(b)):
-        return False
-    return abs(a - b) <= rel_tol * max(abs(a), abs(b))
-
-
 def numbers_equal(pred: Number, gold: Number) -> bool:
-    """Exact equality, or agreement within ``REL_TOL`` for values that are not integer literals.
+    """Exact equality, or :func:`~.tolerance.close` (relative, ``REL_TOL``) for values that are not integer literals.
 
     An integer gold needs an exact match (142.01 is not 142). Two decimals must also agree once the more
     precise one is rounded to the precision of the other (4.4678e14 is not 4.4677e14, 2.778 is 2.7778).
@@ -109,7 +101,7 @@ def numbers_equal(pred: Number, gold: Number) -> bool:
         return True
     if gold.integer_literal or pred.integer_literal:
         return False
-    if not _rel_close(float(pred.value), float(gold.value)):
+    if not close(pred.value, gold.value):
         return False
     if pred.decimal is not None and gold.decimal is not None:
         coarse, fine = sorted((pred.decimal, gold.decimal), key=lambda d: -d.as_tuple().exponent)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from .grader import grade_answer
+from .grader import Outcome, call_with_outcome, grade_answer
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ _TEMPLATE_BOOTSTRAP = (
 
 
 def _grade_items(fn: GradeFn, conn: Connection) -> None:
-    """Worker loop: receive chunks of ``(key, answer, gold)``, send ``(key, score)`` per item; ``None`` stops."""
+    """Worker loop: receive chunks of ``(key, answer, gold)``, send ``(key, score, outcome)`` per item; ``None``
+    stops."""
     while True:
         try:
             chunk = conn.recv()
@@ -59,12 +60,9 @@ def _grade_items(fn: GradeFn, conn: Connection) -> None:
         if chunk is None:
             return
         for key, answer, gold in chunk:
+            score, outcome = call_with_outcome(fn, answer, gold)
             try:
-                score = float(fn(answer, gold))
-            except Exception:
-                score = 0.0
-            try:
-                conn.send((key, score))
+                conn.send((key, score, outcome.value))
             except OSError:
                 return
 
@@ -182,8 +180,9 @@ class GradingPool:
     """Grading processes with a hard per-item timeout.
 
     ``run(items)`` grades ``(answer, gold)`` pairs with ``grade_fn`` (default
-    :func:`~trl_drgrpo.rewards.grader.grade_answer`); after it, ``last_durations``, ``last_timed_out`` and
-    ``last_died`` describe each item (``last_failed`` is their union). ``timed_out``, ``died`` and
+    :func:`~trl_drgrpo.rewards.grader.grade_answer`); after it, ``last_outcomes`` (an
+    :class:`~trl_drgrpo.rewards.grader.Outcome` per item: graded, raised, timed out, died), ``last_durations``,
+    ``last_timed_out`` and ``last_died`` describe each item (``last_failed`` is the union of the last two). ``timed_out``, ``died`` and
     ``template_restarts`` count over the pool's life.
     """
 
@@ -248,6 +247,7 @@ class GradingPool:
         self.last_durations: list[float] = [0.0] * n
         self.last_timed_out: list[bool] = [False] * n
         self.last_died: list[bool] = [False] * n
+        self.last_outcomes: list[Outcome] = [Outcome.GRADED] * n
         if not n:
             self.last_failed: list[bool] = []
             return scores
@@ -260,6 +260,9 @@ class GradingPool:
             nonlocal done
             head = worker.queue.popleft()
             failed_list[head] = True
+            self.last_outcomes[head] = (
+                Outcome.TIMED_OUT if failed_list is self.last_timed_out else Outcome.DIED
+            )
             self.last_durations[head] = now - worker.head_started
             done += 1
             pending.extendleft(reversed(worker.queue))  # the rest of its chunk goes back, in order
@@ -294,12 +297,13 @@ class GradingPool:
                 worker = next(w for w in busy if w.conn is conn)
                 try:
                     while worker.queue and conn.poll():
-                        key, score = conn.recv()
+                        key, score, outcome = conn.recv()
                         if key != worker.queue[0]:
                             raise EOFError(f"out-of-order result {key}")
                         worker.queue.popleft()
                         received = time.monotonic()
                         scores[key] = score
+                        self.last_outcomes[key] = Outcome(outcome)
                         self.last_durations[key] = received - worker.head_started
                         worker.head_started = received
                         done += 1

@@ -19,9 +19,9 @@ from .limits import (
     MAX_SYMBOLIC_CHARS,
     MAX_TOKENS,
     MAX_VERIFY_TOKENS,
-    REL_TOL,
 )
 from .structures import _balanced
+from .tolerance import CONFIRM_TOL, EXACT_TOL, RATIO_TOL, REL_TOL, close, negligible
 
 _NESTED_POW_RE = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\(?[\w.]*\^|\*\*[\w.(]*\*\*")
 _BIG_EXP_RE = re.compile(r"(?:\^|\*\*)\s*\{?\s*\(?\s*[-+]?(\d+)")
@@ -126,8 +126,15 @@ def _plain_to_latex(s: str) -> str:
     return _GREEK_WORD_RE.sub(r"\\\1", "".join(out))
 
 
+# ``3.2e-11`` inside an expression: scientific notation, as :func:`~.numbers.parse_number` reads a bare one (the
+# readers would take ``e`` for Euler's number: ``3.2e - 11``). Not after ``^``/``_``/a letter (``x^2e-3``).
+_E_NOTATION_RE = re.compile(r"(?<![\w.^_\\])(\d+(?:\.\d+)?|\.\d+)[eE]([-+]?\d+)(?![\d.])")
+
+
 def _latex_text(s: str) -> str:
-    """A normalized answer as LaTeX for the readers (``oo`` back to ``\\infty``, plain-text math as LaTeX)."""
+    """A normalized answer as LaTeX for the readers (``oo`` back to ``\\infty``, plain-text math as LaTeX,
+    ``e`` notation as a power of ten)."""
+    s = _E_NOTATION_RE.sub(r"(\1*10^{\2})", s)
     return _plain_to_latex(s.replace("oo", "\\infty")).replace(
         "\\hbar", "h_{bar}"
     )  # a symbol the parser lacks
@@ -184,14 +191,14 @@ def _imaginary_unit(a, b):
         value = complex(b.subs(i, sympy.I).evalf(15))
     except Exception:
         return a, b
-    if abs(value.imag) <= 1e-12 * max(1.0, abs(value)):
+    if negligible(value.imag, abs(value)):  # real (up to rounding): "i" is just a symbol
         return a, b
     return a.subs(i, sympy.I), b.subs(i, sympy.I)
 
 
 def _equations_equal(a, b) -> bool | None:
     """``lhs = rhs`` equations are the same when ``lhs - rhs`` of one is a nonzero constant times the other's
-    (rearranged, scaled or negated), checked at the fixed sample points."""
+    (rearranged, scaled or negated)."""
     da, db = a.lhs - a.rhs, b.lhs - b.rhs
     if da.free_symbols != db.free_symbols or not da.free_symbols:
         return _sympy_expr_equal(a.lhs, b.lhs) and _sympy_expr_equal(a.rhs, b.rhs)
@@ -220,9 +227,64 @@ def _relations_equal(a, b) -> bool | None:
     return None if ratio is None else ratio is not False and ratio > 0
 
 
+_MAX_EXPANDED_TERMS = 64  # most terms an expansion may produce in the coefficient comparison
+
+
+def _expanded_terms(expr) -> float:
+    """An upper bound on the number of terms ``expand(expr)`` produces (decided before expanding)."""
+    import sympy
+
+    if isinstance(expr, sympy.Add):
+        return sum(_expanded_terms(arg) for arg in expr.args)
+    if isinstance(expr, sympy.Mul):
+        return math.prod(_expanded_terms(arg) for arg in expr.args)
+    if isinstance(expr, sympy.Pow) and isinstance(expr.base, sympy.Add):
+        exponent = expr.exp
+        if exponent.is_Integer and 0 < int(exponent) <= 16:
+            return float(_expanded_terms(expr.base)) ** int(exponent)
+    return 1
+
+
+def _coefficients(expr, symbols) -> dict | None:
+    """``expr`` as {term in the symbols: its constant coefficient} after expansion; None when too large."""
+    import sympy
+
+    if _expanded_terms(expr) > _MAX_EXPANDED_TERMS:
+        return None
+    out: dict = {}
+    for term in sympy.Add.make_args(sympy.expand(expr)):
+        coefficient, dependent = term.as_independent(*symbols, as_Add=False)
+        out[dependent] = out.get(dependent, 0) + coefficient
+    return {k: v for k, v in out.items() if v != 0}
+
+
+def _coefficient_ratio(da, db, symbols, rel_tol: float):
+    """``da / db`` from their coefficients when both expand to the same terms: the ratio when every coefficient
+    of ``da`` is :func:`~.tolerance.close` to it times ``db``'s, else False; ``NotImplemented`` when the terms
+    differ or the expansion is too large (sampling decides)."""
+    ca, cb = _coefficients(da, symbols), _coefficients(db, symbols)
+    if ca is None or cb is None or set(ca) != set(cb) or not ca:
+        return NotImplemented
+    try:
+        va = {k: complex(v.evalf(30)) for k, v in ca.items()}
+        vb = {k: complex(v.evalf(30)) for k, v in cb.items()}
+    except (TypeError, ValueError):
+        return NotImplemented
+    reference = max(vb, key=lambda k: abs(vb[k]))
+    if vb[reference] == 0 or va[reference] == 0:
+        return False
+    ratio = va[reference] / vb[reference]
+    if not all(close(va[k], ratio * vb[k], rel_tol) for k in va):
+        return False
+    return ratio
+
+
 def _constant_ratio(da, db):
-    """``da / db`` when it is the same nonzero constant at every sample point, False when it is not, None when
-    undecidable (unknown functions)."""
+    """``da / db`` when it is the same nonzero constant, False when it is not, None when undecidable (unknown
+    functions). Decided from the coefficients when both expand to the same terms (relative to each coefficient,
+    so a small constant term is never lost next to a large one), else at the fixed sample points."""
+    import sympy
+
     if da.free_symbols != db.free_symbols or not da.free_symbols:
         return False
     if not (_sympy_size_ok(da) and _sympy_size_ok(db)):
@@ -230,30 +292,44 @@ def _constant_ratio(da, db):
     symbols = sorted(da.free_symbols, key=str)
     if len(symbols) > 8:
         return None
+    rel_tol = REL_TOL if da.has(sympy.Float) or db.has(sympy.Float) else RATIO_TOL
+    try:
+        ratio = _coefficient_ratio(da, db, symbols, rel_tol)
+    except Exception:
+        ratio = NotImplemented
+    if ratio is not NotImplemented:
+        return _real_ratio(ratio, rel_tol)
     functions = _float_functions()
     ratios = []
     try:
         for point in _POINTS:
             values = {sym: point[k % len(point)] + 0.1 * k for k, sym in enumerate(symbols)}
-            fa, fb = _point_value(da, values, functions), _point_value(db, values, functions)
-            if fa is None and fb is None:
+            pa, pb = _point_value(da, values, functions), _point_value(db, values, functions)
+            if pa is None and pb is None:
                 continue
-            if fa is None or fb is None or abs(fb) < 1e-12:
-                if fa is not None and fb is not None and abs(fa) < 1e-12:
-                    continue
+            if pa is None or pb is None:
+                return False
+            (fa, ma), (fb, mb) = pa, pb
+            zero_a, zero_b = negligible(fa, ma), negligible(fb, mb)
+            if zero_a and zero_b:  # both vanish at this point
+                continue
+            if zero_a or zero_b:
                 return False
             ratios.append(fa / fb)
     except _Unsupported:
         return None
     except Exception:
         return False
-    if len(ratios) < 2 or abs(ratios[0]) < 1e-12:
+    if len(ratios) < 2 or not all(close(r, ratios[0], rel_tol) for r in ratios):
         return False
-    if not all(abs(r - ratios[0]) <= 1e-9 * abs(ratios[0]) for r in ratios):
+    return _real_ratio(ratios[0], rel_tol)
+
+
+def _real_ratio(ratio, rel_tol: float):
+    """The real part of a ratio that is real (relative to its size), else False."""
+    if ratio is False or ratio == 0 or not close(ratio, complex(ratio.real), rel_tol):
         return False
-    if abs(ratios[0].imag) > 1e-9 * abs(ratios[0]):
-        return False
-    return ratios[0].real
+    return ratio.real
 
 
 _RELATIONS = ("StrictLessThan", "LessThan", "StrictGreaterThan", "GreaterThan")
@@ -318,7 +394,7 @@ def _float_functions() -> dict:
 
     def real_only(fn):
         def wrapped(z: complex) -> complex:
-            if abs(z.imag) > 1e-12 * max(1.0, abs(z.real)):
+            if not negligible(z.imag, abs(z)):
                 raise _Unsupported("real function of a complex value")
             return complex(fn(z.real))
 
@@ -330,7 +406,9 @@ def _float_functions() -> dict:
     def gamma_of(z: complex) -> complex:
         if abs(z.real) > 170:
             raise OverflowError("factorial too large")
-        return complex(math.gamma(z.real)) if abs(z.imag) < 1e-12 else (_ for _ in ()).throw(_Unsupported())
+        if not negligible(z.imag, abs(z)):
+            raise _Unsupported("gamma of a complex value")
+        return complex(math.gamma(z.real))
 
     return {
         sympy.exp: cmath.exp,
@@ -357,11 +435,16 @@ def _float_functions() -> dict:
     }
 
 
-def _float_eval(expr, subs: dict, functions: dict) -> complex:
-    """Evaluate ``expr`` with Python complex floats: bounded in time, raises ``OverflowError`` on huge values."""
+def _float_eval(expr, subs: dict, functions: dict) -> tuple[complex, float]:
+    """Evaluate ``expr`` with Python complex floats: bounded in time, raises ``OverflowError`` on huge values.
+
+    Returns the value and the magnitude of the terms that produced it (sums add their terms' magnitudes,
+    products multiply them), the scale against which rounding noise is judged (:func:`~.tolerance.negligible`).
+    """
     import sympy
     from sympy.core.function import AppliedUndef
 
+    magnitude = None
     if isinstance(expr, sympy.Symbol):
         if expr not in subs:
             raise _Unsupported(str(expr))
@@ -375,40 +458,52 @@ def _float_eval(expr, subs: dict, functions: dict) -> complex:
             raise OverflowError("rational too large")
         value = complex(float(expr))
     elif isinstance(expr, sympy.Add):
-        value = sum((_float_eval(arg, subs, functions) for arg in expr.args), 0j)
-    elif isinstance(expr, sympy.Mul):
-        value = 1 + 0j
+        value, magnitude = 0j, 0.0
         for arg in expr.args:
-            value *= _float_eval(arg, subs, functions)
+            v, m = _float_eval(arg, subs, functions)
+            value += v
+            magnitude += m
+    elif isinstance(expr, sympy.Mul):
+        value, magnitude = 1 + 0j, 1.0
+        for arg in expr.args:
+            v, m = _float_eval(arg, subs, functions)
+            value *= v
+            magnitude *= m
     elif isinstance(expr, sympy.Pow):
-        base, exponent = (_float_eval(arg, subs, functions) for arg in expr.args)
+        (base, base_magnitude), (exponent, _) = (_float_eval(arg, subs, functions) for arg in expr.args)
         if base == 0 and exponent.real < 0:
             raise ZeroDivisionError("0 to a negative power")
         if base.imag == 0 and exponent.imag == 0 and (base.real > 0 or float(exponent.real).is_integer()):
             value = complex(math.pow(base.real, exponent.real))
         else:
             value = base**exponent
+        if exponent.imag == 0 and exponent.real > 0:
+            try:
+                magnitude = math.pow(base_magnitude, exponent.real)
+            except OverflowError:
+                magnitude = math.inf
     elif isinstance(expr, sympy.binomial):
-        n, k = (_float_eval(arg, subs, functions) for arg in expr.args)
+        n, k = (_float_eval(arg, subs, functions)[0] for arg in expr.args)
         g = functions[sympy.gamma]
         value = g(n + 1) / (g(k + 1) * g(n - k + 1))
     elif expr.func in functions:
-        value = functions[expr.func](*(_float_eval(arg, subs, functions) for arg in expr.args))
+        value = functions[expr.func](*(_float_eval(arg, subs, functions)[0] for arg in expr.args))
     elif isinstance(expr, AppliedUndef) and len(expr.args) == 1:
         # an unknown function f(u) (e.g. \omega(v+1/2) read as a call): the same fixed smooth function of u on
         # both sides, chosen by the name, so reordering compares equal and f(2u) vs 2f(u) does not
-        u = _float_eval(expr.args[0], subs, functions)
+        u = _float_eval(expr.args[0], subs, functions)[0]
         k = 1 + (zlib.crc32(str(expr.func).encode()) % 997) / 997
         value = cmath.sin(k * u + 0.3) + 0.7 * k * u
     else:
         raise _Unsupported(type(expr).__name__)
     if not (abs(value) <= _FLOAT_LIMIT):  # also catches inf and nan
         raise OverflowError("value too large")
-    return value
+    return value, abs(value) if magnitude is None else max(magnitude, abs(value))
 
 
-def _point_value(expr, subs: dict, functions: dict) -> complex | None:
-    """Float value at a point; None where the expression is undefined there (division by zero, log 0...)."""
+def _point_value(expr, subs: dict, functions: dict) -> tuple[complex, float] | None:
+    """Float value at a point and the magnitude of its terms; None where the expression is undefined there
+    (division by zero, log 0...)."""
     try:
         return _float_eval(expr, subs, functions)
     except (ZeroDivisionError, ValueError):
@@ -419,8 +514,10 @@ def _sympy_expr_equal(a, b) -> bool | None:
     """Equality of two sympy expressions, decided numerically (no expansion, so it stays bounded).
 
     Both sides are first evaluated with Python floats at a few fixed points (a bounded computation; a value
-    beyond 1e250 makes the answer "unequal"); when they agree, exact expressions are confirmed at 30 digits
-    with sympy. None means undecided (an unknown function).
+    beyond 1e250 makes the answer "unequal") and compared by :func:`~.tolerance.close` (``REL_TOL`` when a side
+    holds a decimal, else the ``EXACT_TOL`` pre-check); when they agree, exact expressions are confirmed at 30
+    digits, relative to the magnitude of their terms. Inexact expressions that expand to the same terms are
+    compared term by term instead (``x + 1e-30`` is not ``x + 2e-30``). None means undecided (an unknown function).
     """
     import sympy
 
@@ -431,18 +528,26 @@ def _sympy_expr_equal(a, b) -> bool | None:
         symbols = sorted(a.free_symbols | b.free_symbols, key=str)
         if len(symbols) > 8:
             return False
+        if inexact and symbols:  # term by term when both expand to the same terms: a small term is not lost
+            try:
+                ratio = _coefficient_ratio(a, b, symbols, REL_TOL)
+            except Exception:
+                ratio = NotImplemented
+            if ratio is not NotImplemented:
+                return ratio is not False and close(ratio, 1, REL_TOL)
         functions = _float_functions()
         points = _POINTS if symbols else ((),)
         checked = 0
         for point in points:
             values = {sym: point[k % len(point)] + 0.1 * k for k, sym in enumerate(symbols)}
-            fa, fb = _point_value(a, values, functions), _point_value(b, values, functions)
-            if fa is None or fb is None:
-                if (fa is None) != (fb is None):
+            pa, pb = _point_value(a, values, functions), _point_value(b, values, functions)
+            if pa is None or pb is None:
+                if (pa is None) != (pb is None):
                     return False
                 continue
-            scale = max(abs(fa), abs(fb))
-            if abs(fa - fb) > (REL_TOL if inexact else 1e-6) * scale:
+            (fa, ma), (fb, mb) = pa, pb
+            both_zero = negligible(fa, ma) and negligible(fb, mb)  # both vanish here, up to rounding
+            if not both_zero and not close(fa, fb, REL_TOL if inexact else EXACT_TOL):
                 return False
             if not inexact:  # floats agree: confirm exactly-written values exactly (safe: magnitudes bounded)
                 exact = {sym: sympy.Rational(repr(v)) for sym, v in values.items()}
@@ -454,7 +559,7 @@ def _sympy_expr_equal(a, b) -> bool | None:
                     dv = diff.evalf(30)
                     if not dv.is_number:
                         return None
-                    if bool(abs(dv) > 1e-25 * max(1.0, scale)):
+                    if bool(abs(dv) > CONFIRM_TOL * max(ma, mb)):
                         return False
             checked += 1
         if checked == 0:
@@ -492,16 +597,50 @@ def math_verify_equal(pred: str, gold: str) -> bool:
         return False
     for name in ("math_verify.parser", "math_verify.grader"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    g, p = _mv_parse(gold), _mv_parse(pred)
+    g, p = (_mv_parse(_E_NOTATION_RE.sub(r"(\1*10^{\2})", t)) for t in (gold, pred))  # e notation: as ours
     if g is None or p is None:
         return False
     for parsed in (g[0], p[0]):  # a misread side (e.g. \gamma read as the Gamma function's pole)
         if isinstance(parsed, sympy.Basic) and parsed.has(sympy.zoo, sympy.nan):
             return False
+    smallest = _smallest_magnitude(g + p)
+    if smallest < _MV_SMALLEST:  # its exact-number check chops small values (evalf(chop=True)): 1e-30 = 2e-30
+        return False
     try:
-        return bool(verify(g, p, timeout_seconds=None))
+        return bool(verify(g, p, float_rounding=_float_rounding(smallest), timeout_seconds=None))
     except Exception:
         return False
+
+
+_MV_SMALLEST = 1e-6  # Math-Verify's numeric checks are absolute below about this size: not used there
+
+
+def _float_rounding(smallest: float) -> int:
+    """Decimal places for Math-Verify's rounding of decimals (its default, 6, is absolute: 0.0000123 would equal
+    0.0000124): six significant digits of the smallest nonzero number either side holds."""
+    if not 0 < smallest < 1:
+        return 6
+    return min(max(6, 5 - math.floor(math.log10(smallest))), 340)
+
+
+def _smallest_magnitude(parsed: list) -> float:
+    """Smallest nonzero absolute value among the numbers in Math-Verify's parsed sides (and their values)."""
+    import sympy
+
+    smallest = math.inf
+    for item in parsed:
+        if isinstance(item, sympy.Basic):
+            numbers = list(item.atoms(sympy.Number))
+            if getattr(item, "is_number", False):  # the value itself (6.674*10^{-11} holds no small atom)
+                numbers.append(item.evalf(15))
+            for number in numbers:
+                try:
+                    value = abs(complex(number))
+                except (TypeError, ValueError):
+                    continue
+                if 0 < value < math.inf:
+                    smallest = min(smallest, value)
+    return smallest
 
 
 _WARM = False

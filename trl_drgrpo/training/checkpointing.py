@@ -35,7 +35,7 @@ logger = logging.getLogger("trl_drgrpo.training.checkpointing")
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STAGING_PREFIX = "tmp-"
 ROLLOUT_STATE = "drgrpo_rollout_state_{rank}.pt"
-# Test-only fault injection: "save:6,step:7,term:9"; each point fires once (a marker file in the _DIR folder).
+# Test-only fault injection: "save:6,step:7,term:9,raise@1:3"; each point fires once (a marker file in the _DIR folder).
 FAULTS_ENV = "TRL_DRGRPO_TEST_FAULTS"
 FAULTS_DIR_ENV = "TRL_DRGRPO_TEST_FAULTS_DIR"
 SIGTERM_EXIT_CODE = 128 + signal.SIGTERM  # what a process killed by SIGTERM reports; the run is not finished
@@ -43,6 +43,14 @@ SIGTERM_EXIT_CODE = 128 + signal.SIGTERM  # what a process killed by SIGTERM rep
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed from (printed as one line by the CLI)."""
+
+
+class DiskSpaceError(OSError):
+    """Too little free disk space for the next checkpoint (raised before anything of it is written)."""
+
+
+# Free space asked for before a save: the estimated checkpoint size times this (file-system slack, logs).
+FREE_SPACE_MARGIN = 1.1
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -204,8 +212,8 @@ class EpochRepeatSampler(RepeatSampler):
 
 # ---------------------------------------------------------------------------------------------- faults (tests)
 def fault_point(kind: str, step: int) -> None:
-    """Test-only: at a point named in ``$TRL_DRGRPO_TEST_FAULTS``, SIGKILL this process, or for ``term`` send
-    SIGTERM to its process group (run it in a session of its own).
+    """Test-only: at a point named in ``$TRL_DRGRPO_TEST_FAULTS``, SIGKILL this process, for ``term`` send
+    SIGTERM to its process group (run it in a session of its own), for ``raise`` raise a ``RuntimeError``.
 
     ``kind@R:step`` (e.g. ``term@1:3``) fires on the process of rank ``R`` only (``$RANK``, else ``$LOCAL_RANK``,
     else 0), and its ``term`` signals that process alone: one rank of a multi-process run gets the signal.
@@ -226,6 +234,8 @@ def fault_point(kind: str, step: int) -> None:
         return
     marker.touch()
     logger.warning("test fault %s fires", point)
+    if kind == "raise":  # an error inside one rank's training step (an OOM, a bug)
+        raise RuntimeError(f"test fault {point}")
     if whole_group:  # as a scheduler does: the whole process group (grading workers too)
         os.killpg(os.getpgrp(), signal.SIGTERM)
     else:
@@ -309,6 +319,7 @@ class _CrashSafeCallback(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         fault_point("term", state.global_step + 1)
+        fault_point("raise", state.global_step + 1)
 
     def on_step_end(self, args, state, control, **kwargs):
         step = state.global_step
@@ -383,9 +394,53 @@ class CrashSafeTrainerMixin:
     def _get_output_dir(self, trial: Any) -> str:
         return self._staging_run_dir or super()._get_output_dir(trial)
 
+    def estimate_checkpoint_bytes(self, run_dir: str) -> int:
+        """The size of the next checkpoint: the newest one in ``run_dir``, else weights + Adam's state."""
+        previous = checkpoint_steps(run_dir)
+        if previous:
+            return folder_bytes(previous[0][1])
+        weights = trainable = 0
+        for p in self.model.parameters():
+            numel = getattr(
+                p, "ds_numel", p.numel()
+            )  # ZeRO-3 partitions parameters: ds_numel is the full size
+            weights += numel * p.element_size()
+            trainable += numel if p.requires_grad else 0
+        # Adam keeps two fp32 moments per trainable parameter; DeepSpeed also saves an fp32 master copy.
+        optimizer = trainable * (12 if self.is_deepspeed_enabled else 8)
+        return weights + optimizer
+
+    def check_free_space(self, run_dir: str) -> None:
+        """Raise :class:`DiskSpaceError` on every process when ``run_dir`` lacks room for the next checkpoint.
+
+        The new checkpoint is written in full before ``save_total_limit`` removes the oldest one, so the disk
+        must hold one checkpoint more than the limit at that moment.
+        """
+        short: tuple[int, int] | None = None
+        if self.args.should_save:
+            os.makedirs(run_dir, exist_ok=True)
+            need = int(self.estimate_checkpoint_bytes(run_dir) * FREE_SPACE_MARGIN)
+            free = shutil.disk_usage(run_dir).free
+            if free < need:
+                short = (need, free)
+        if self.agree(short is not None):
+            gib = 2**30
+            detail = (
+                f"needs about {short[0] / gib:.1f} GiB, {short[1] / gib:.1f} GiB free"
+                if short
+                else "too little free space (found by the saving process)"
+            )
+            raise DiskSpaceError(
+                f"not saving checkpoint-{self.state.global_step} in {run_dir}: {detail}. A new checkpoint is written "
+                f"before the oldest is deleted (save_total_limit={self.args.save_total_limit} keeps that many, so "
+                "one more is on disk while saving). Free space, lower save_total_limit or choose another output_dir, "
+                "then run the same command again to resume from the last checkpoint."
+            )
+
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         run_dir = super()._get_output_dir(trial)
         name = f"checkpoint-{self.state.global_step}"
+        self.check_free_space(run_dir)
         staging_run_dir = os.path.join(run_dir, STAGING_PREFIX + name)
         if self.args.should_save:
             stale = [
@@ -500,6 +555,11 @@ def _unreadable(checkpoint: str | None, what: str, error: BaseException) -> Chec
         f"{checkpoint}: cannot load the {what} ({type(error).__name__}: {reason}). The checkpoint is corrupted or "
         f"from another configuration: delete {checkpoint} to resume from the checkpoint before it"
     )
+
+
+def folder_bytes(folder: str | os.PathLike) -> int:
+    """The total size of the files under ``folder``."""
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(folder) for f in files)
 
 
 def _fsync_tree(folder: str) -> None:
