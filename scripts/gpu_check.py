@@ -27,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 TRL_RANGE = ("1.16", "1.17")  # pyproject: trl>=1.16,<1.17
 DEFAULT_SUITE = REPO.parent / "shared" / "data" / "evaluation_suite"
+sys.path.insert(0, str(REPO))  # this checkout's trl_drgrpo, whatever is installed
 
 
 @dataclass
@@ -301,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if any(s.name == "train" for s in steps):
         write_train_data(out / "train_data")
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     rows, failed = [("env", "ok", "0", "; ".join(f"{c.name} {c.found}" for c in checks[:4]))], False
     for s in steps:
         start = time.time()
@@ -308,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with log.open("w") as fh:
                 rc = subprocess.run(s.command, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, timeout=s.timeout_s,
-                                    env={**os.environ, **s.env}).returncode  # fmt: skip
+                                    env={**os.environ, "PYTHONPATH": pythonpath, **s.env}).returncode  # fmt: skip
             status = "ok" if rc == 0 else f"FAILED (rc {rc}, {log})"
         except subprocess.TimeoutExpired:
             status = f"TIMEOUT ({log})"
