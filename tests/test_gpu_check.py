@@ -119,3 +119,21 @@ def test_make_gpu_check_dry_run_prints_the_plan(tmp_path):
     out = result.stdout
     assert "Environment:" in out and "Plan (5 steps" in out and "dry run: nothing was run" in out
     assert "benchmarks/bench_trainer.py --bf16" in out and not any(tmp_path.iterdir())
+
+
+def test_a_run_writes_one_table_with_each_steps_status(tmp_path, monkeypatch, capsys):
+    """The run loop on stand-in steps (this machine has no GPU): statuses, a failing step, the table file."""
+    ok = gpu_check.Check("CUDA GPU", "stand-in", True)
+    monkeypatch.setattr(gpu_check, "check_environment", lambda: [ok])
+    monkeypatch.setattr(gpu_check, "write_train_data", lambda path: None)
+    py = sys.executable
+    steps = [
+        gpu_check.Step("bench", [py, "-c", "print('ratio 1.01')"], 60),
+        gpu_check.Step("train", [py, "-c", "import sys; sys.exit(3)"], 60),
+    ]
+    monkeypatch.setattr(gpu_check, "plan", lambda args: steps)
+    assert gpu_check.main(["--output_dir", str(tmp_path)]) == 1  # a step failed
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert "| bench | ok |" in table and "ratio 1.01" in table
+    assert "| train | FAILED (rc 3" in table
+    assert table.strip() in capsys.readouterr().out
