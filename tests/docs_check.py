@@ -224,7 +224,8 @@ def make_knows(target: str, root: Path) -> str | None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "MAKEFLAGS": ""},
+        # a sub-make of `make test` would name itself make[1] in its messages: run it as a top-level make
+        env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")},
     )
     if result.returncode == 0:
         # a name only listed in .PHONY (its rule gone) is "known" to make but does nothing
