@@ -20,6 +20,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
+from tests.run_args import cpu_run_args
 from trl_drgrpo import DrGRPOConfig, DrGRPOTrainer
 from trl_drgrpo.objective import TRL_STD_EPS
 from trl_drgrpo.training import batching
@@ -81,7 +82,6 @@ class GradientRecorder(TrainerCallback):
 
 def _args(cls, tmp_path, **options):
     common = dict(
-        output_dir=str(tmp_path),
         per_device_train_batch_size=GROUP,
         gradient_accumulation_steps=3,
         steps_per_generation=6,  # two optimizer steps per rollout: grouping must not mix them
@@ -93,12 +93,6 @@ def _args(cls, tmp_path, **options):
         lr_scheduler_type="constant",
         max_grad_norm=1.0,
         beta=0.0,
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        logging_steps=1,
-        save_strategy="no",
-        seed=0,
         reward_weights=[1.0, 0.3],
     )
     trl_only = {"loss_type", "scale_rewards"}
@@ -109,7 +103,7 @@ def _args(cls, tmp_path, **options):
     else:
         options = {k: v for k, v in options.items() if k not in trl_only}
         common.update(truncated_completion_reward=None, std_eps=TRL_STD_EPS)
-    return cls(**{**common, **options})
+    return cpu_run_args(cls, tmp_path, **{**common, **options})
 
 
 def _train(trainer_cls, config_cls, model_and_tokenizer, tmp_path, peft_config=None, **options):
