@@ -18,6 +18,7 @@ from trl_drgrpo.demo.lab_mechanism import (
 )
 from trl_drgrpo.demo.lab_report import (
     fit_line,
+    heldout_gain,
     mean_std,
     mechanism_numbers,
     permutation_test,
@@ -134,6 +135,20 @@ def test_statistics_against_fixed_numbers():
     # z now = 0.01 * 100 / (0.2 * sqrt(2/8)) = 10 -> T = 100 * (2.5758 / 10)^2
     assert steps_needed(0.01, 0.2, 100, 8) == pytest.approx(100 * 0.25758**2, rel=1e-4)
     assert steps_needed(-0.01, 0.2, 100, 8) is None and steps_needed(0.01, 0.0, 100, 1) is None
+
+
+def test_heldout_gain_uses_only_the_arms_outside_the_test():
+    run = lambda signal, drift: {"drift_predicted_signal": signal, "drift_measured": drift}  # noqa: E731
+    per_run = {
+        "grpo": {"0": run(1.0, 100.0)},  # would pull the fit far off if it were used
+        "drgrpo": {"0": run(0.0, -100.0)},
+        "length_only": {"0": run(0.1, -1.0), "1": run(0.3, -0.6)},
+        "std_only": {"0": run(0.0, -1.2), "1": run(0.0, None)},  # a run without the metric is left out
+    }
+    kappa, runs = heldout_gain(per_run)
+    # points (0.1, -1.0), (0.3, -0.6), (0.0, -1.2): y = -1.2 + 2x exactly
+    assert runs == 3 and kappa == pytest.approx(2.0)
+    assert heldout_gain({"grpo": per_run["grpo"], "std_only": {"0": run(0.0, -1.0)}}) is None
 
 
 def test_rollout_mechanism_and_run_numbers():

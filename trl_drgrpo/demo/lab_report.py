@@ -296,6 +296,25 @@ def steps_needed(
     return steps * (z / z_now) ** 2
 
 
+def heldout_gain(
+    per_run: Mapping[str, Mapping[str, Mapping]], tested: Sequence[str] = ("grpo", "drgrpo")
+) -> tuple[float, int] | None:
+    """``(kappa, runs)`` fitted on the runs of the arms outside the primary test only (the single-bias arms).
+
+    A prediction of the tested difference that none of the tested runs informed; None without two such runs
+    that differ in their predicted signal.
+    """
+    runs = [
+        (r["drift_predicted_signal"], r[PRIMARY])
+        for arm, seeds in per_run.items()
+        if arm not in tested
+        for r in seeds.values()
+        if r.get(PRIMARY) is not None and r.get("drift_predicted_signal") is not None
+    ]
+    fit = fit_line([x for x, _ in runs], [y for _, y in runs])
+    return (fit[1], len(runs)) if fit else None
+
+
 def mechanism_summary(
     per_run: Mapping[str, Mapping[str, Mapping]],
     mechanisms: Mapping[str, Mapping[str, Sequence[Mapping]]],
@@ -344,8 +363,15 @@ def mechanism_summary(
         n_steps = max(len(s) for s in mechanisms["grpo"].values())
         effect = arms["grpo"]["signal_per_step"][0] - arms["drgrpo"]["signal_per_step"][0]
         spread = math.sqrt((mean_std(a)[1] ** 2 + mean_std(b)[1] ** 2) / 2)
+        held = heldout_gain(per_run)
+        signal_gap = arms["grpo"]["drift_predicted_signal"][0] - arms["drgrpo"]["drift_predicted_signal"][0]
         test = {
             "metric": PRIMARY,
+            # standard error of the difference of means over seeds (Welch)
+            "difference_se": math.sqrt(mean_std(a)[1] ** 2 / len(a) + mean_std(b)[1] ** 2 / len(b)),
+            "heldout_kappa": held[0] if held else None,
+            "heldout_runs": held[1] if held else 0,
+            "heldout_predicted_difference": held[0] * signal_gap if held else None,
             "grpo": a,
             "drgrpo": b,
             "difference": sum(a) / len(a) - sum(b) / len(b),
@@ -420,6 +446,13 @@ def mechanism_markdown(summary: Mapping, window: int) -> str:
                     if steps is None
                     else f"p ≈ 0.01 (2.58 standard errors) needs about {steps:.0f} steps with these seeds."
                 )
+            )
+        if test.get("heldout_predicted_difference") is not None:
+            lines.append(
+                f"Held out (not pre-registered): κ fitted on the {test['heldout_runs']} runs of the single-bias "
+                f"arms only, none of them in the test, is {test['heldout_kappa']:.3g}; it predicts a difference "
+                f"of {test['heldout_predicted_difference']:+.3f}, against the measured "
+                f"{test['difference']:+.3f} ± {test['difference_se']:.3f} (1 standard error over seeds)."
             )
     lines += [
         "",
