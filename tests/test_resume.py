@@ -273,24 +273,9 @@ def test_legacy_torch_files_are_accepted(tmp_path):
 @pytest.mark.slow
 def test_a_checkpoint_that_fails_to_load_names_itself_and_what_to_do(tiny_model_dir, tmp_path):
     """A structurally valid but wrong optimizer file (passes the checks, fails to load): one clear error."""
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-
-    from tests.distributed.rollouts import fixed_rollout
-    from trl_drgrpo import DrGRPOConfig, DrGRPOTrainer
 
     def trainer():
-        args = DrGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2,
-                            max_completion_length=4, max_steps=1, save_steps=1, use_cpu=True, bf16=False,
-                            report_to=[], seed=0)  # fmt: skip
-        return DrGRPOTrainer(
-            model=tiny_model_dir,
-            reward_funcs=lambda completions, **kw: [float(len(c) % 2) for c in completions],
-            args=args,
-            train_dataset=Dataset.from_dict({"prompt": ["1+1=", "2+2=", "3+1=", "4+2="]}),
-            processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
-            rollout_func=fixed_rollout,
-        )
+        return _fixed_rollout_trainer(tiny_model_dir, tmp_path, max_steps=1)
 
     trainer().train()
     checkpoint = tmp_path / "checkpoint-1"
@@ -318,11 +303,6 @@ def test_a_save_without_room_fails_before_writing_anything(tiny_model_dir, tmp_p
     import shutil
     from collections import namedtuple
 
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-
-    from tests.distributed.rollouts import fixed_rollout
-    from trl_drgrpo import DrGRPOConfig, DrGRPOTrainer
     from trl_drgrpo.training.checkpointing import folder_bytes
 
     usage = namedtuple("usage", "total used free")
@@ -339,17 +319,7 @@ def test_a_save_without_room_fails_before_writing_anything(tiny_model_dir, tmp_p
         return usage(100 * size, 0, free)
 
     monkeypatch.setattr(shutil, "disk_usage", disk_usage)
-    args = DrGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=2,
-                        max_completion_length=4, max_steps=3, save_steps=1, save_total_limit=1, use_cpu=True,
-                        bf16=False, report_to=[], seed=0)  # fmt: skip
-    trainer = DrGRPOTrainer(
-        model=tiny_model_dir,
-        reward_funcs=lambda completions, **kw: [float(len(c) % 2) for c in completions],
-        args=args,
-        train_dataset=Dataset.from_dict({"prompt": ["1+1=", "2+2=", "3+1=", "4+2="]}),
-        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
-        rollout_func=fixed_rollout,
-    )
+    trainer = _fixed_rollout_trainer(tiny_model_dir, tmp_path, max_steps=3, save_total_limit=1)
     with pytest.raises(
         DiskSpaceError, match=rf"not saving checkpoint-{short_at} in .*GiB free.*save_total_limit=1"
     ):
@@ -359,3 +329,25 @@ def test_a_save_without_room_fails_before_writing_anything(tiny_model_dir, tmp_p
     assert left == ([f"checkpoint-{short_at - 1}"] if short_at > 1 else [])
     if left:
         check_checkpoint(tmp_path / left[0])
+
+
+def _fixed_rollout_trainer(tiny_model_dir, tmp_path, **overrides):
+    """A tiny CPU DrGRPOTrainer on TRL's fixed stand-in rollouts, saving every step into ``tmp_path``."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from tests.distributed.rollouts import fixed_rollout
+    from tests.run_args import cpu_run_args
+    from trl_drgrpo import DrGRPOConfig, DrGRPOTrainer
+
+    args = cpu_run_args(DrGRPOConfig, tmp_path, per_device_train_batch_size=4, num_generations=2,
+                        max_completion_length=4, save_strategy="steps", save_steps=1,
+                        **overrides)  # fmt: skip
+    return DrGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=lambda completions, **kw: [float(len(c) % 2) for c in completions],
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": ["1+1=", "2+2=", "3+1=", "4+2="]}),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model_dir),
+        rollout_func=fixed_rollout,
+    )
