@@ -51,7 +51,7 @@ def test_every_planned_command_parses_with_the_real_parsers(tmp_path, monkeypatc
     from trl import TrlParser
 
     from trl_drgrpo.demo import pretrain
-    from trl_drgrpo.evaluation.cli import USAGE  # noqa: F401  (the evaluate CLI module imports)
+    from trl_drgrpo.evaluate import USAGE  # noqa: F401  (the evaluate CLI module imports)
     from trl_drgrpo.evaluation.run import EvaluationArguments
     from trl_drgrpo.training.arguments import parse_training_args
 

@@ -38,7 +38,7 @@ COMMANDS: dict[str, Command] = {
         "train with Dr. GRPO from a recipe (same as `accelerate launch recipes/train.py`)",
     ),
     "evaluate": Command(
-        "trl_drgrpo.evaluation.cli",
+        "trl_drgrpo.evaluate",
         "main",
         "evaluate a model on the paper's benchmarks, or merge result summaries",
     ),

@@ -9,6 +9,9 @@ Usage:
 
 ``trl-drgrpo evaluate`` runs the same. ``summary.json`` records what ran: library versions, the model's revision,
 the benchmark data's fingerprints, the grader and its settings, and a standard error per benchmark.
+
+Like ``train``, this entry point sits above the subpackages: ``--merge`` uses the analysis toolkit's Table 1,
+which the ``evaluation`` subpackage itself never imports.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from .report import atomic_write_text
-from .run import EvaluationArguments, evaluate
+from .evaluation.report import atomic_write_text
+from .evaluation.run import EvaluationArguments, evaluate
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 USAGE = (
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict | str:
         args.dtype = None  # the checkpoint's own dtype, recorded as such
     if args.merge:
         # the Table 1 layout lives in the analysis toolkit (`trl-drgrpo analyze templates`)
-        from ..analysis.templates_table import merge_table
+        from .analysis.templates_table import merge_table
 
         table = merge_table(args.merge)
         if args.output:
@@ -58,6 +61,6 @@ def main(argv: list[str] | None = None) -> dict | str:
 
 
 if __name__ == "__main__":
-    from ..cli import run
+    from .cli import run
 
     sys.exit(run("evaluate", sys.argv[1:]))
