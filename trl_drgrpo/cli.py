@@ -176,6 +176,10 @@ def run(name: str, argv: list[str]) -> int:
     try:
         if name == "train":
             return train(argv)
+        if name == "evaluate":
+            from .assets import preflight_evaluate
+
+            preflight_evaluate(argv)
         result = load_command(name)(argv)
         return result if isinstance(result, int) and not isinstance(result, bool) else 0
     except USER_ERRORS as error:

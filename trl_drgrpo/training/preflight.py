@@ -110,7 +110,8 @@ def option_values(argv: Sequence[str], name: str) -> list[str] | None:
 
 
 def preflight_train(argv: Sequence[str]) -> None:
-    """Fast checks of a training command line: the recipe file is readable and its trackers are installed."""
+    """Fast checks of a training command line: the recipe file is readable, its trackers are installed, and what
+    it loads from the Hub can be had (offline: it is in the cache; ``trl_drgrpo.assets``)."""
     config: dict[str, Any] = {}
     config_path = option_values(argv, "config")
     if config_path is not None:
@@ -121,3 +122,10 @@ def preflight_train(argv: Sequence[str]) -> None:
     if report_to is None:
         report_to = config.get("report_to")
     check_trackers(report_to)
+    from ..assets import ASSET_OPTIONS, check_offline, recipe_assets
+
+    for name in ASSET_OPTIONS:  # the command line overrides the recipe
+        given = option_values(argv, name)
+        if given:
+            config[name] = given[0]
+    check_offline(recipe_assets(config), "trl-drgrpo train")
