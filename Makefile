@@ -45,7 +45,7 @@ EVAL = $(PYTHON) recipes/evaluate.py --benchmarks $(BENCHMARKS) --backend $(BACK
 RECIPE_NAME = $(basename $(notdir $(RECIPE)))
 RECIPE_MODEL = $(notdir $(patsubst %/,%,$(dir $(RECIPE))))
 
-.PHONY: help install install-gpu install-vllm test test-vllm gpu-check demo demo-sweep bias-lab train eval eval-templates ablation-bias ablation-templates bench
+.PHONY: help install install-gpu install-vllm test test-vllm gpu-check download demo demo-sweep bias-lab train eval eval-templates ablation-bias ablation-templates bench
 
 help: ## List the targets and the variables they use
 	@echo "Targets:"
@@ -137,7 +137,10 @@ ablation-templates: ## Dr. GRPO on RECIPE with the r1, qwen_math and no template
 	fi
 
 gpu-check: ## One GPU, <= 8 min: environment, bench --bf16, 3 colocated vLLM steps, 20-problem eval with both backends (DRY_RUN=1: plan only)
-	$(PYTHON) scripts/gpu_check.py $(if $(DRY_RUN),--dry-run) $(ARGS)
+	$(PYTHON) scripts/gpu_check.py $(if $(DRY_RUN),--dry-run) $(if $(EVAL_DATA),--eval_data $(EVAL_DATA)) $(ARGS)
+
+download: ## On a machine with internet: fetch RECIPE's model, training set and benchmarks into the HF cache (offline nodes; ARGS="--cache_dir DIR")
+	$(PYTHON) -m trl_drgrpo.cli download --config $(RECIPE) $(ARGS)
 
 bench: ## Run every benchmarks/*.py script
 	for b in benchmarks/*.py; do echo "== $$b"; HF_HUB_OFFLINE=1 $(PYTHON) $$b || exit 1; done

@@ -184,7 +184,7 @@ def dataset_cached(repo_id: str, config: str | None = None, cache: Path | None =
 
     *namespace, name = repo_id.split("/")
     root = (cache or datasets_cache()) / "___".join([*namespace, camelcase_to_snakecase(name)])
-    pattern = root / glob.escape(config or "*") / "*" / "*"
+    pattern = root / (glob.escape(config) if config else "*") / "*" / "*"
     return any(os.path.isdir(p) for p in glob.glob(str(pattern)))
 
 
