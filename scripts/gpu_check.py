@@ -233,12 +233,12 @@ def plan(args: argparse.Namespace) -> list[Step]:
 
 def offline_stop(args: argparse.Namespace) -> str | None:
     """The one line that stops the check when the math benchmark cannot be had (offline and not cached), else None."""
-    from trl_drgrpo.assets import benchmark_assets, check_offline
+    from trl_drgrpo.assets import benchmark_assets, ensure_available
 
     if {"train", "eval"} <= set(filter(None, args.skip.split(","))):
         return None
     try:
-        check_offline(benchmark_assets("math", args.eval_data), "make gpu-check")
+        ensure_available(benchmark_assets("math", args.eval_data), "make gpu-check")
     except ValueError as error:
         return f"{error} (or give EVAL_DATA=<a load_from_disk suite with a math split>)"
     return None
@@ -305,15 +305,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Evaluation data: {offline or 'available'}")
         print("dry run: nothing was run")
         return 0
-    if offline:
-        print(f"gpu-check: {offline}", file=sys.stderr)
-        return 2
     missing = [c.name for c in checks if not c.ok]
     if missing:
         print(
             f"gpu-check: missing {', '.join(missing)}; fix the environment first (docs/vllm.md)",
             file=sys.stderr,
         )
+        return 2
+    if offline:
+        print(f"gpu-check: {offline}", file=sys.stderr)
         return 2
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,10 +2,11 @@
 
 A recipe loads a model (and its tokenizer), a training set and, for the in-training evaluation, benchmarks; an
 evaluation loads a model and benchmarks. On a compute node without internet they must already be in the Hugging
-Face cache (``trl-drgrpo download`` puts them there). ``train`` and ``evaluate`` call :func:`check_offline` before
-anything heavy is imported: offline (``HF_HUB_OFFLINE=1``, or the Hub unreachable) an asset missing from the cache
-stops the command with one line naming it and the command that fetches it, instead of the libraries' retries and
-tracebacks. With the Hub unreachable and everything cached, the run goes on from the cache.
+Face cache (``trl-drgrpo download`` puts them there). Before anything heavy is imported, ``train`` and ``evaluate``
+ask the Hub once whether it answers (:func:`go_offline_if_unreachable`) and go offline if not; once their
+arguments are checked, offline (``HF_HUB_OFFLINE=1``) an asset missing from the cache stops the command with one
+line naming it and the command that fetches it (:func:`check_offline`), instead of the libraries' retries and
+tracebacks.
 
 Only the standard library is imported here (``datasets`` only to name a cached dataset's folder, when offline).
 """
@@ -29,6 +30,7 @@ from .evaluation.benchmarks import BENCHMARKS, resolve_benchmarks  # names and H
 DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv")  # data.load_problems reads these as files
 WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
 HUB_TIMEOUT_S = 3.0
+UNREACHABLE = "TRL_DRGRPO_HUB_UNREACHABLE"  # set with HF_HUB_OFFLINE=1 when the Hub did not answer
 # The recipe keys that say what train loads from the Hub
 ASSET_OPTIONS = (
     "model_name_or_path",
@@ -92,7 +94,10 @@ def recipe_assets(config: Mapping[str, Any]) -> list[Asset]:
     assets = []
     model = config.get("model_name_or_path")
     if on_hub(model):
-        assets.append(Asset("model", model, revision=config.get("model_revision")))
+        revision = config.get("model_revision")
+        assets.append(
+            Asset("model", model, revision=None if revision == "main" else revision)
+        )  # main: the default
     dataset = config.get("dataset_name")
     if on_hub(dataset):
         splits = [config.get("dataset_train_split") or "train", config.get("dataset_test_split")]
@@ -208,26 +213,33 @@ def hub_reachable(timeout_s: float = HUB_TIMEOUT_S) -> bool:
     return True
 
 
-def check_offline(assets: Sequence[Asset], command: str) -> None:
-    """Stop with one line when an asset cannot be had: offline, or with the Hub unreachable, and not cached.
+def local_path_missing(*values: Any) -> bool:
+    """Whether one of ``values`` names a local path that does not exist (its loader reports that, as before)."""
+    return any(
+        isinstance(v, str) and v and not on_hub(v) and not Path(v).expanduser().exists() for v in values
+    )
 
-    With the Hub unreachable (one request, a few seconds at most) this sets ``HF_HUB_OFFLINE=1`` for this process
-    and the ones it starts, before the libraries are imported (they read it then): a cached asset then loads from
-    the cache at once instead of after the libraries' retries.
-    """
-    if not assets:
-        return
-    requested = offline_requested()
-    if not requested:
-        if hub_reachable():
-            return
+
+def go_offline_if_unreachable(assets: Sequence[Asset]) -> None:
+    """Before the libraries are imported (they read ``HF_HUB_OFFLINE`` then): with assets to load from the Hub, not
+    offline already and the Hub unreachable (one request, a few seconds at most), set ``HF_HUB_OFFLINE=1`` for this
+    process and those it starts, so that the libraries read the cache instead of retrying."""
+    if assets and not offline_requested() and not hub_reachable():
         os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ[UNREACHABLE] = "1"
+
+
+def check_offline(assets: Sequence[Asset], command: str) -> None:
+    """Offline, stop with one line when an asset is not in the cache (naming it and the command that fetches it)."""
+    if not assets or not offline_requested():
+        return
     missing = [a for a in assets if not cached(a)]
+    unreachable = os.environ.get(UNREACHABLE) == "1"
     if not missing:
-        if not requested:
+        if unreachable and os.environ.get("RANK", "0") == "0":
             print(f"{command}: the Hugging Face Hub is unreachable; loading from the cache", file=sys.stderr)
         return
-    why = "HF_HUB_OFFLINE is set" if requested else "the Hub is unreachable"
+    why = "the Hub is unreachable" if unreachable else "HF_HUB_OFFLINE is set"
     raise MissingAssetError(
         f"{command} needs {describe(missing)}, not in the Hugging Face cache ({hf_home()}), "
         f"and {why}: fetch {'it' if len(missing) == 1 else 'them'} on a machine with internet with "
@@ -235,20 +247,7 @@ def check_offline(assets: Sequence[Asset], command: str) -> None:
     )
 
 
-def preflight_evaluate(argv: Sequence[str]) -> None:
-    """``evaluate``'s check, from its command line (and ``--config`` YAML) before anything heavy is imported."""
-    from .training.preflight import option_values, read_config
-
-    if any(a in ("-h", "--help") for a in argv) or option_values(argv, "merge") is not None:
-        return
-    config_path = option_values(argv, "config")
-    config = read_config(config_path[0]) if config_path else {}
-
-    def value(name: str, default: Any = None) -> Any:
-        given = option_values(argv, name)
-        return given[0] if given else config.get(name, default)
-
-    assets = evaluation_assets(
-        value("model"), value("benchmarks", ",".join(BENCHMARKS)), value("data"), value("revision")
-    )
-    check_offline(assets, "trl-drgrpo evaluate")
+def ensure_available(assets: Sequence[Asset], command: str) -> None:
+    """Both steps at once, for a command that checks before importing the libraries (``make gpu-check``)."""
+    go_offline_if_unreachable(assets)
+    check_offline(assets, command)

@@ -183,7 +183,7 @@ def run(name: str, argv: list[str]) -> int:
         if name == "train":
             return train(argv)
         if name == "evaluate":
-            from .assets import preflight_evaluate
+            from .training.preflight import preflight_evaluate
 
             preflight_evaluate(argv)
         result = load_command(name)(argv)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from trl import TrlParser
 
+from .assets import check_offline, evaluation_assets, local_path_missing
 from .evaluation.report import atomic_write_text
 from .evaluation.run import EvaluationArguments, evaluate
 
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> dict | str:
     missing = [name for name in ("model", "output_dir") if getattr(args, name) is None]
     if missing:
         parser.error(f"missing required argument(s): {', '.join('--' + m for m in missing)}")
+    if not local_path_missing(args.model, args.data):
+        assets = evaluation_assets(args.model, args.benchmarks, args.data, args.revision)
+        check_offline(assets, "trl-drgrpo evaluate")
     summary = evaluate(**args.to_kwargs())
     print((Path(args.output_dir) / "results.md").read_text(), end="")
     return summary
