@@ -4,7 +4,6 @@ offline or the Hub is unreachable."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.test_gpu_check import gpu_check  # scripts/gpu_check.py, loaded once
 from trl_drgrpo import assets as A
 from trl_drgrpo.download import main as download
 
@@ -261,16 +261,7 @@ def test_a_missing_asset_offline_is_one_line_naming_it_and_the_download(command,
     assert took < 30  # imports on a loaded 2-core machine; no retries (huggingface_hub's take ~25 s more)
 
 
-def _gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO_ROOT / "scripts" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_gpu_check_stops_offline_without_the_math_benchmark(tmp_path, hf_home, monkeypatch, capsys):
-    gpu_check = _gpu_check()
     monkeypatch.setattr(
         gpu_check, "check_environment", lambda: [gpu_check.Check("CUDA GPU", "stand-in", True)]
     )
@@ -284,7 +275,6 @@ def test_gpu_check_stops_offline_without_the_math_benchmark(tmp_path, hf_home, m
 
 
 def test_gpu_check_offline_with_a_downloaded_benchmark_or_a_suite(tmp_path, hf_home, monkeypatch, capsys):
-    gpu_check = _gpu_check()
     monkeypatch.delenv("TRL_DRGRPO_EVAL_SUITE", raising=False)
     monkeypatch.setattr(gpu_check, "check_environment", lambda: [])
     assert gpu_check.main(["--output_dir", str(tmp_path / "out"), "--dry-run"]) == 0
