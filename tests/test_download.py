@@ -135,6 +135,14 @@ def test_download_takes_overrides_and_checks_splits(hf_home, fake_hub, capsys):
     fake_hub.splits["org/d"] = ["train"]
     with pytest.raises(ValueError, match="training set org/d has no split test; its splits are train"):
         download(["--dataset", "org/d", "--splits", "train,test", "--benchmarks", "none"])
+    fake_hub.calls.clear()
+    assert download(["--eval_data", "org/suite"]) == 0  # a suite of one's own replaces the five benchmarks
+    assert [c[:2] for c in fake_hub.calls] == [("dataset", "org/suite")]
+    command = A.download_command(A.evaluation_assets("org/m", "math", "org/suite"))
+    assert command == "trl-drgrpo download --model org/m --eval_data org/suite"
+    fake_hub.calls.clear()
+    assert download(command.split()[2:]) == 0  # the command a missing-asset line names fetches exactly those
+    assert [c[:2] for c in fake_hub.calls] == [("model", "org/m"), ("dataset", "org/suite")]
     assert download(["--model", "./local", "--benchmarks", "none"]) == 0
     assert "nothing to fetch" in capsys.readouterr().out
 

@@ -52,7 +52,7 @@ class MissingAssetError(ValueError):
 class Asset:
     """One thing a run loads from the Hub: a model, a training set or a benchmark."""
 
-    kind: str  # "model", "dataset" or "benchmark"
+    kind: str  # "model", "dataset" (training set), "benchmark" or "suite" (evaluation data, one split per benchmark)
     repo_id: str
     revision: str | None = None
     config: str | None = None
@@ -95,9 +95,8 @@ def recipe_assets(config: Mapping[str, Any]) -> list[Asset]:
     model = config.get("model_name_or_path")
     if on_hub(model):
         revision = config.get("model_revision")
-        assets.append(
-            Asset("model", model, revision=None if revision == "main" else revision)
-        )  # main: the default
+        revision = None if revision == "main" else revision  # main: the default branch, said by no flag
+        assets.append(Asset("model", model, revision=revision))
     dataset = config.get("dataset_name")
     if on_hub(dataset):
         splits = [config.get("dataset_train_split") or "train", config.get("dataset_test_split")]
@@ -133,11 +132,14 @@ def download_command(assets: Iterable[Asset]) -> str:
     for a in assets:
         if a.kind == "model":
             parts += ["--model", a.repo_id] + (["--revision", a.revision] if a.revision else [])
-        elif a.kind in ("dataset", "suite"):
+        elif a.kind == "suite":
+            parts += ["--eval_data", a.repo_id]
+        elif a.kind == "dataset":
             parts += ["--dataset", a.repo_id] + (["--dataset_config", a.config] if a.config else [])
             parts += ["--splits", ",".join(a.splits)] if a.splits and a.splits != ("train",) else []
     names = [a.name for a in assets if a.kind == "benchmark"]
-    parts += ["--benchmarks", ",".join(names) if names else "none"]
+    if names or not any(a.kind == "suite" for a in assets):  # (a suite replaces the benchmarks)
+        parts += ["--benchmarks", ",".join(names) if names else "none"]
     return shlex.join(parts)
 
 

@@ -53,13 +53,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--benchmarks",
         help="comma list of benchmarks, or none (default: the recipe's eval_benchmarks; without --config all five)",
     )
+    parser.add_argument(
+        "--eval_data", help="a Hub dataset with one split per benchmark, instead of the benchmarks"
+    )
     parser.add_argument("--cache_dir", help="an HF_HOME of its own (default: the current Hugging Face cache)")
     parser.add_argument(
         "--dry_run", action="store_true", help="list what would be fetched and what is cached"
     )
     args = parser.parse_args(argv)
-    if not (args.config or args.model or args.dataset or args.benchmarks):
-        parser.error("say what to fetch: --config RECIPE, or --model / --dataset / --benchmarks")
+    if not (args.config or args.model or args.dataset or args.benchmarks or args.eval_data):
+        parser.error(
+            "say what to fetch: --config RECIPE, or --model / --dataset / --benchmarks / --eval_data"
+        )
     return args
 
 
@@ -76,6 +81,7 @@ def assets_to_fetch(args: argparse.Namespace) -> list[Asset]:
         ("dataset_name", args.dataset),
         ("dataset_config", args.dataset_config),
         ("eval_benchmarks", args.benchmarks),
+        ("eval_data", args.eval_data),
     ):
         if value is not None:
             config[key] = value
