@@ -63,7 +63,7 @@ def _fake_dataset(datasets_cache: Path, repo_id: str, config: str | None = None)
         / (config or "default")
         / "0.0.0"
         / "abc"
-    ).mkdir(parents=True)
+    ).mkdir(parents=True, exist_ok=True)
 
 
 class FakeHub:
