@@ -299,3 +299,22 @@ def test_gpu_check_offline_with_a_downloaded_benchmark_or_a_suite(tmp_path, hf_h
     )
     out = capsys.readouterr().out
     assert "Evaluation data: available" in out and f"--data {tmp_path}" in out
+
+
+@pytest.mark.slow
+def test_after_download_the_same_evaluate_command_runs_offline(tmp_path, tiny_model_dir, eval_suite_path):
+    """The model as download leaves it in the cache (the tiny model's files in huggingface_hub's layout under a
+    Hub id): the real evaluate command loads it offline; with an empty cache it stops with the one line."""
+    import shutil
+
+    snapshot = _fake_model(tmp_path / "hf" / "hub", "org/tiny", weights=False)
+    for item in Path(tiny_model_dir).iterdir():
+        shutil.copy(item, snapshot / item.name)
+    command = [sys.executable, "recipes/evaluate.py", "--model", "org/tiny", "--template", "no", "--benchmarks",
+               "math", "--data", str(eval_suite_path), "--limit", "1", "--max_tokens", "4", "--backend",
+               "transformers", "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    result, _ = _run(command, tmp_path, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "summary.json").is_file()
+    result, _ = _run(command, tmp_path, HF_HUB_OFFLINE="1")  # an empty cache
+    assert result.returncode == 1 and "needs the model org/tiny," in result.stderr
