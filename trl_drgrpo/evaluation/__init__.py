@@ -5,9 +5,9 @@ or transformers ``generate`` (CPU or GPU), grades them and writes, atomically an
 ``output_dir``: ``samples.jsonl`` (one line per sample), ``summary.json`` (per-benchmark metrics and the
 full configuration) and ``results.md`` (the paper's table layout).
 
-Modules: ``benchmarks`` (names, Hub layouts, loading), ``backends`` / ``vllm_backend`` (generation),
-``scoring`` (grading and metrics), ``report`` (files and tables), ``run`` (``evaluate``), ``callback``
-(evaluation during training).
+Modules: ``benchmarks`` (names, Hub layouts, loading), ``generation`` (what the backends share), ``backends`` /
+``vllm_backend`` (generation), ``scoring`` (grading and metrics), ``report`` (files and tables), ``run``
+(``evaluate``), ``callback`` (evaluation during training).
 
 Names are loaded on first use, so importing one light module (``benchmarks``: names and Hub layouts) does not
 load the backends, ``datasets`` or transformers.
