@@ -230,3 +230,35 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
     )
     with pytest.raises(AnalysisError, match="no paper row for the model 'my-run'"):
         paper([trained], None)
+
+
+def test_model_card_carries_the_comparison_when_the_run_evaluated_itself(tmp_path):
+    from types import SimpleNamespace
+
+    from trl_drgrpo.training.model_card import write_model_card
+
+    def trainer_for(out: Path):
+        args = SimpleNamespace(output_dir=str(out), length_normalization=False, std_normalization=False)
+        model = SimpleNamespace(config=SimpleNamespace(_name_or_path="Qwen/Qwen2.5-Math-1.5B"))
+        return SimpleNamespace(args=args, model=model, is_world_process_zero=lambda: True)
+
+    def trl_card(out: Path):
+        return lambda **kw: (out / "README.md").write_text("card\n\n### Framework versions\n\n- TRL\n")
+
+    run = tmp_path / "run"
+    write_eval(run / "eval" / "step_0", QWEN_15B_QWEN_TEMPLATE, step=0)
+    write_eval(run / "eval" / "step_300", OAT_ZERO_15B_BELOW, step=300)
+    write_model_card(trainer_for(run), trl_card(run), "run", "hiyouga/math12k")
+    text = (run / "README.md").read_text()
+    assert text.index("## Dr. GRPO setup") < text.index("## Compared with the paper") < text.index("### Framework")
+    assert '@ step 300 vs arXiv 2503.20783v1, Table 4, row "Oat-Zero-1.5B"' in text
+    assert "| Avg. | 28.7 | 42.1 | -13.4 | ±5.0 | below |" in text
+    # no evaluation: no section; an evaluation the paper has no row for: one line saying so
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    write_model_card(trainer_for(bare), trl_card(bare), "bare", None)
+    assert "Compared with the paper" not in (bare / "README.md").read_text()
+    other = tmp_path / "other"
+    write_eval(other / "eval" / "step_10", QWEN_15B_QWEN_TEMPLATE, model="org/Tiny", step=10)
+    write_model_card(trainer_for(other), trl_card(other), "other", None)
+    assert "No comparison with the paper's Tables 1 and 4: " in (other / "README.md").read_text()
