@@ -250,7 +250,11 @@ def test_model_card_carries_the_comparison_when_the_run_evaluated_itself(tmp_pat
     write_eval(run / "eval" / "step_300", OAT_ZERO_15B_BELOW, step=300)
     write_model_card(trainer_for(run), trl_card(run), "run", "hiyouga/math12k")
     text = (run / "README.md").read_text()
-    assert text.index("## Dr. GRPO setup") < text.index("## Compared with the paper") < text.index("### Framework")
+    assert (
+        text.index("## Dr. GRPO setup")
+        < text.index("## Compared with the paper")
+        < text.index("### Framework")
+    )
     assert '@ step 300 vs arXiv 2503.20783v1, Table 4, row "Oat-Zero-1.5B"' in text
     assert "| Avg. | 28.7 | 42.1 | -13.4 | ±5.0 | below |" in text
     # no evaluation: no section; an evaluation the paper has no row for: one line saying so
@@ -262,3 +266,35 @@ def test_model_card_carries_the_comparison_when_the_run_evaluated_itself(tmp_pat
     write_eval(other / "eval" / "step_10", QWEN_15B_QWEN_TEMPLATE, model="org/Tiny", step=10)
     write_model_card(trainer_for(other), trl_card(other), "other", None)
     assert "No comparison with the paper's Tables 1 and 4: " in (other / "README.md").read_text()
+
+
+def test_eval_templates_layout_table1_rows_beside_ours(tmp_path, capsys):
+    # make eval-templates: r1 / qwen_math / no folders of one model, then `paper --table 1 --skip_unmatched`
+    evals = tmp_path / "eval" / "Qwen2.5-Math-1.5B"
+    write_eval(
+        evals / "r1", {"aime": 0, "amc": 8, "math": 106, "minerva": 18, "olympiad_bench": 15}, template="r1"
+    )
+    write_eval(evals / "qwen_math", QWEN_15B_QWEN_TEMPLATE)
+    write_eval(
+        evals / "no", {"aime": 5, "amc": 36, "math": 309, "minerva": 41, "olympiad_bench": 192}, template="no"
+    )
+    out = tmp_path / "paper"
+    argv = ["paper", "--table", "1", "--skip_unmatched", *(str(evals / t) for t in ("r1", "qwen_math", "no"))]
+    assert main([*argv, "--output_dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = [r["row"] for r in json.loads((out / "summary.json").read_text())["comparisons"]]
+    assert rows == ["t1-qwen2.5-math-1.5b-r1", "t1-qwen2.5-math-1.5b-qwen_math", "t1-qwen2.5-math-1.5b-no"]
+    assert (
+        "|  | paper: Table 1, Qwen2.5-Math-1.5B / R1 template | 0.0 | 9.6 | 21.2 | 6.6 | 2.2 | 7.9 | within noise |"
+        in printed
+    )
+    # a model Table 1 does not have: said in one line, nothing compared, exit 0 (the make target goes on)
+    llama = write_eval(
+        tmp_path / "llama" / "r1", QWEN_15B_QWEN_TEMPLATE, model="meta-llama/Llama-3.2-3B", template="r1"
+    )
+    assert main(["paper", "--table", "1", "--skip_unmatched", str(llama), "--output_dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Left out (no paper row): Llama-3.2-3B / r1: no paper row for the model 'Llama-3.2-3B'" in printed
+    assert (
+        main(["paper", "--table", "1", str(llama), "--output_dir", str(out)]) == 2
+    )  # without the flag: an error

@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--confidence", type=float, default=0.95, help="level of the noise band (default: %(default)s)"
     )
+    p.add_argument(
+        "--skip_unmatched",
+        action="store_true",
+        help="leave out evaluations without a paper row (named in a line)",
+    )
     return parser
 
 
@@ -197,6 +202,7 @@ def run_command(args: argparse.Namespace) -> dict:
             step=args.step,
             confidence=args.confidence,
             labels=args.labels,
+            skip_unmatched=args.skip_unmatched,
             show_progress=progress,
         )
     from .templates_table import templates

@@ -446,11 +446,13 @@ def paper(
     step: int | None = None,
     confidence: float = 0.95,
     labels: Sequence[str] | None = None,
+    skip_unmatched: bool = False,
     show_progress: bool = True,
 ) -> dict:
     """Compare evaluations with the paper's rows; for a training run, its last evaluated step (or ``step``) and
     its step 0, and a PNG of its in-training averages against the paper's figure. Writes results when
-    ``output_dir``."""
+    ``output_dir``. ``skip_unmatched``: an evaluation without a paper row is named in a line and left out
+    (with all left out, the table says so)."""
     if table not in (None, 1, 4):
         raise AnalysisError(f"--table must be 1 or 4, got {table}")
     critical_z(confidence)
@@ -459,32 +461,38 @@ def paper(
     groups: dict[Any, list[EvalRun]] = {}
     for run in runs:
         groups.setdefault(_run_root(run) or run.path, []).append(run)
-    results, curves = [], []
+    results, curves, skipped = [], [], []
     for key, evals in groups.items():
         if len(evals) == 1 and _run_root(evals[0]) is None:
-            results.append(comparison(evals[0], row=row, recipe=recipe, tables=tables, confidence=confidence))
-            continue
-        steps = {r.step: r for r in evals}
-        chosen = steps.get(step if step is not None else max(steps))
-        if chosen is None:
-            raise AnalysisError(
-                f"{key}: no evaluation at step {step}; steps: {', '.join(map(str, sorted(steps)))}"
-            )
-        picked = [chosen] + ([steps[0]] if 0 in steps and chosen.step != 0 and row is None else [])
+            picked = evals
+        else:
+            steps = {r.step: r for r in evals}
+            chosen = steps.get(step if step is not None else max(steps))
+            if chosen is None:
+                raise AnalysisError(
+                    f"{key}: no evaluation at step {step}; steps: {', '.join(map(str, sorted(steps)))}"
+                )
+            picked = [chosen] + ([steps[0]] if 0 in steps and chosen.step != 0 and row is None else [])
+        compared = []
         for run in picked:
-            results.append(comparison(run, row=row, recipe=recipe, tables=tables, confidence=confidence))
-        compared = results[-len(picked) :]
-        curves.append((key, evals, compared[0], compared[1] if len(compared) > 1 else None))
-    table_md = "\n".join(
-        [
-            "## Compared with the paper",
-            "",
-            overview(results),
-            *(detail(r) for r in results),
-            test_statement(confidence),
-        ]
-    )
-    summary: dict[str, Any] = {"command": "paper", "source": SOURCE, "comparisons": results}
+            try:
+                compared.append(comparison(run, row=row, recipe=recipe, tables=tables, confidence=confidence))
+            except AnalysisError as err:
+                if not skip_unmatched:
+                    raise
+                skipped.append(str(err))
+        results += compared
+        if compared and _run_root(picked[0]) is not None:
+            curves.append((key, evals, compared[0], compared[1] if len(compared) > 1 else None))
+    parts = [overview(results), *(detail(r) for r in results), test_statement(confidence)] if results else []
+    parts += [f"Left out (no paper row): {s}\n" for s in skipped]
+    table_md = "\n".join(["## Compared with the paper", "", *parts])
+    summary: dict[str, Any] = {
+        "command": "paper",
+        "source": SOURCE,
+        "comparisons": results,
+        "skipped": skipped,
+    }
     if output_dir is not None:
         out = prepare_output(output_dir)
         summary["plots"] = [
