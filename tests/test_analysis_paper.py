@@ -298,3 +298,12 @@ def test_eval_templates_layout_table1_rows_beside_ours(tmp_path, capsys):
     assert (
         main(["paper", "--table", "1", str(llama), "--output_dir", str(out)]) == 2
     )  # without the flag: an error
+
+
+def test_a_malformed_summary_is_one_line(tmp_path, capsys):
+    folder = write_eval(tmp_path / "bad", QWEN_15B_QWEN_TEMPLATE)
+    summary = json.loads((folder / "summary.json").read_text())
+    summary["benchmarks"]["math"]["accuracy"] = 1.5
+    (folder / "summary.json").write_text(json.dumps(summary))
+    assert main(["paper", str(folder), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "math has accuracy 1.5 on 500 problems" in capsys.readouterr().err

@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("paper", help="evaluations beside the paper's Tables 1 and 4, with noise and verdicts")
     _common(p, "paper")
     p.add_argument(
-        "--row", default=None, help="compare with this paper row (default: found by model, template, recipe)"
+        "--row",
+        default=None,
+        help="compare with this paper row (default: found by model, template, recipe); an unknown key lists them",
     )
     p.add_argument(
         "--recipe",

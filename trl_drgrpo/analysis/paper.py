@@ -253,7 +253,12 @@ def scores_of(run: EvalRun) -> dict[str, tuple[float, int]]:
             )
         if count is None:
             raise AnalysisError(f"{run.path}: the number of {name} problems is not recorded")
-        out[name] = (float(metrics["accuracy"]), int(count))
+        accuracy = float(metrics["accuracy"])
+        if not 0.0 <= accuracy <= 1.0 or int(count) < 1:
+            raise AnalysisError(
+                f"{run.path}: {name} has accuracy {accuracy} on {count} problems (expected 0..1, >= 1)"
+            )
+        out[name] = (accuracy, int(count))
     if not out:
         raise AnalysisError(f"{run.path}: no accuracy for any of the benchmarks {', '.join(BENCHMARKS)}")
     return out
