@@ -465,7 +465,10 @@ def paper(
     runs = load_eval_runs(inputs, need_samples=False, labels=labels)
     groups: dict[Any, list[EvalRun]] = {}
     for run in runs:
-        groups.setdefault(_run_root(run) or run.path, []).append(run)
+        root = _run_root(run)
+        if root is not None and not labels:  # an in-training evaluation names the base model: add the run
+            run.label = f"{root.name}: {run.label}"
+        groups.setdefault(root or run.path, []).append(run)
     results, curves, skipped = [], [], []
     for key, evals in groups.items():
         if len(evals) == 1 and _run_root(evals[0]) is None:
