@@ -522,5 +522,6 @@ def card_section(output_dir: str | os.PathLike, confidence: float = 0.95) -> str
         last = max((r for r in runs if r.step is not None), key=lambda r: r.step)
         result = comparison(last, confidence=confidence)
     except (AnalysisError, ValueError) as err:
-        return f"## Compared with the paper\n\nNo comparison with the paper's Tables 1 and 4: {err}\n"
+        reason = str(err).split("; ")[0]  # the rest is advice for the command line
+        return f"## Compared with the paper\n\nNo comparison with the paper's Tables 1 and 4: {reason}.\n"
     return "\n".join(["## Compared with the paper", "", detail(result), test_statement(confidence)])
