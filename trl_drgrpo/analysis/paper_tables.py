@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 BENCHMARK_ORDER = ("aime", "amc", "math", "minerva", "olympiad_bench")
 
 # Problems per benchmark in the paper's evaluation suite (datasets/evaluation_suite of sail-sg/understand-r1-zero
-# at dfca49d, loaded with datasets.load_from_disk); the Hub datasets this toolkit evaluates by default have the
-# same sizes.
+# at dfca49d, loaded with datasets.load_from_disk). An evaluation on other data (the Hub copies, not checked
+# offline) gets verdicts only on the benchmarks whose sizes agree.
 PAPER_SIZES = {"aime": 30, "amc": 83, "math": 500, "minerva": 272, "olympiad_bench": 675}
 
 # The evaluation protocol of both tables: the paper ("we use greedy decoding and limit the sampling budget to
