@@ -307,3 +307,16 @@ def test_a_malformed_summary_is_one_line(tmp_path, capsys):
     (folder / "summary.json").write_text(json.dumps(summary))
     assert main(["paper", str(folder), "--output_dir", str(tmp_path / "o")]) == 2
     assert "math has accuracy 1.5 on 500 problems" in capsys.readouterr().err
+
+
+def test_a_template_the_paper_did_not_evaluate_is_named(tmp_path):
+    folder = write_eval(
+        tmp_path / "oat", QWEN_15B_QWEN_TEMPLATE, model="sail/Qwen2.5-Math-1.5B-Oat-Zero", template="no"
+    )
+    with pytest.raises(
+        AnalysisError,
+        match=r"evaluated Qwen2.5-Math-1.5B-Oat-Zero with other templates only \(qwen_math\), not 'no'",
+    ):
+        paper([folder], None)
+    folder = write_eval(tmp_path / "oat2", QWEN_15B_QWEN_TEMPLATE, model="sail/Qwen2.5-Math-1.5B-Oat-Zero")
+    assert paper([folder], None)["comparisons"][0]["row"] == "oat-zero-1.5b"  # the published weights, by name

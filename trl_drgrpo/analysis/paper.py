@@ -29,6 +29,7 @@ from .paper_tables import (
     ROWS_BY_KEY,
     SOURCE,
     PaperRow,
+    model_key,
     recipe_row,
     rows_for,
 )
@@ -212,11 +213,8 @@ def match_row(
         found = rows_for(name, template, tables)
         if found:
             return found[0], "model and template"
-    same_model = [
-        r
-        for r in ROWS
-        if r.table in tables and any(rows_for(n, r.template, tables) for n in (run.model, full_model))
-    ]
+    names = {model_key(run.model), model_key(full_model)}
+    same_model = [r for r in ROWS if r.table in tables and r.model and model_key(r.model) in names]
     if same_model:
         raise AnalysisError(
             f"{run.label}: the paper evaluated {run.model} with other templates only "
