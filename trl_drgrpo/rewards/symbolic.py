@@ -20,6 +20,8 @@ from .limits import (
     MAX_TOKENS,
     MAX_VERIFY_TOKENS,
 )
+from .plainparse import FUNCTIONS as _PLAIN_FUNCTIONS
+from .plainparse import is_plain, plain_read
 from .structures import _balanced
 from .tolerance import CONFIRM_TOL, EXACT_TOL, RATIO_TOL, REL_TOL, close, negligible
 
@@ -35,7 +37,7 @@ _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{8,}")
 _TOKEN_RE = re.compile(r"\\[A-Za-z]+|\d+(?:\.\d+)?|[A-Za-z]|[^\s\w]")
 _FUNCTION_RE = re.compile(
     r"\\(?:sqrt|frac|sin|cos|tan|cot|sec|csc|arcsin|arccos|arctan|sinh|cosh|tanh|log|ln|exp|binom)(?![A-Za-z])"
-    r"|(?<![A-Za-z\\])(?:sqrt|sin|cos|tan|log|ln|exp)\("
+    r"|(?<![A-Za-z\\])(?:" + "|".join(sorted(_PLAIN_FUNCTIONS, key=len, reverse=True)) + r")\("
 )
 
 
@@ -154,13 +156,32 @@ def _fast(s: str):
     return fast_read(_latex_text(s))
 
 
+def _plain(s: str):
+    """sympy form of a side written in plain programming syntax (:mod:`.plainparse`), None otherwise."""
+    return plain_read(_E_NOTATION_RE.sub(r"(\1*10^{\2})", s))
+
+
 def _read_pair(pred: str, gold: str):
-    """Both sides by the fast reader when both lie in its subset, else both by latex2sympy (one reader per pair,
-    so a pair's verdict never depends on which reader a side happened to need)."""
+    """A side in plain programming syntax by the plain reader (the other side too if plain, else by the LaTeX
+    readers); two LaTeX sides both by the fast reader when both lie in its subset, else both by latex2sympy (one
+    reader per pair, so a pair's verdict never depends on which reader a side happened to need). A side that looks
+    plain but that the plain reader declines sends the pair to the LaTeX readers, as before plain syntax was read."""
+    sides = (pred, gold)
+    if any(is_plain(s) for s in sides):
+        plain = [_plain(s) if is_plain(s) else None for s in sides]
+        if all((p is not None) == is_plain(s) for p, s in zip(plain, sides, strict=True)):
+            a, b = (_latex_read(s) if p is None else p for p, s in zip(plain, sides, strict=True))
+            return a, b
     a, b = _fast(pred), _fast(gold)
     if a is not None and b is not None:
         return a, b
     return _read(pred), _read(gold)
+
+
+def _latex_read(s: str):
+    """A LaTeX side by the fast reader, else by latex2sympy (the fast reader mirrors latex2sympy's readings)."""
+    fast = _fast(s)
+    return fast if fast is not None else _read(s)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -422,6 +443,9 @@ def _float_functions() -> dict:
         sympy.asin: cmath.asin,
         sympy.acos: cmath.acos,
         sympy.atan: cmath.atan,
+        sympy.acot: lambda z: cmath.atan(1 / z),
+        sympy.asec: lambda z: cmath.acos(1 / z),
+        sympy.acsc: lambda z: cmath.asin(1 / z),
         sympy.sinh: cmath.sinh,
         sympy.cosh: cmath.cosh,
         sympy.tanh: cmath.tanh,
