@@ -241,10 +241,10 @@ def _tokens(s: str) -> list[str] | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def plain_read(s: str):
+def plain_read(s: str, marked: bool = True):
     """sympy form of ``s`` when it is written in plain programming syntax and lies in the reader's subset, else
-    None (cached)."""
-    if not is_plain(s):
+    None (cached). ``marked=False`` reads a side with no mark of plain syntax too (no backslash still needed)."""
+    if "\\" in s or (marked and not is_plain(s)):
         return None
     tokens = _tokens(s)
     if tokens is None:

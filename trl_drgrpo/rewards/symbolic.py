@@ -66,6 +66,28 @@ def structure_ok(s: str) -> bool:
     return len(_TOKEN_RE.findall(s)) <= MAX_TOKENS
 
 
+_EXPONENT_GROUP_RE = re.compile(r"(?:\^|\*\*)\s*[({]")
+
+
+def _exponent_groups_ok(s: str) -> bool:
+    """An exponent written as a group (``9^(4999*4999)``, ``2**{3000+3000}``) is bounded by the product of the
+    integers in it, which must stay within ``MAX_EXPONENT`` (a reader would compute the power exactly)."""
+    for m in _EXPONENT_GROUP_RE.finditer(s):
+        depth, end = 0, m.end() - 1
+        while end < len(s):
+            depth += s[end] in "({"
+            depth -= s[end] in ")}"
+            if depth == 0:
+                break
+            end += 1
+        bound = 1
+        for number in re.findall(r"\d+(?:\.\d+)?", s[m.end() : end]):
+            bound *= max(2.0, float(number))
+            if bound > MAX_EXPONENT:
+                return False
+    return True
+
+
 def _safe_for_symbolic(s: str) -> bool:
     """Refuse inputs that could make sympy explode (towers, huge exponents/factorials/digit strings)."""
     if not structure_ok(s) or "\\\\" in s:
@@ -83,6 +105,8 @@ def _safe_for_symbolic(s: str) -> bool:
     for m in _BIG_EXP_RE.finditer(s):
         if int(m.group(1)) > MAX_EXPONENT:
             return False
+    if not _exponent_groups_ok(s):
+        return False
     for m in _FACT_RE.finditer(s):
         operand = m.group(1)
         if not operand or int(operand) > MAX_FACTORIAL:  # "(10^{100})!" or "n!": refuse
@@ -156,9 +180,9 @@ def _fast(s: str):
     return fast_read(_latex_text(s))
 
 
-def _plain(s: str):
+def _plain(s: str, marked: bool = True):
     """sympy form of a side written in plain programming syntax (:mod:`.plainparse`), None otherwise."""
-    return plain_read(_E_NOTATION_RE.sub(r"(\1*10^{\2})", s))
+    return plain_read(_E_NOTATION_RE.sub(r"(\1*10^{\2})", s), marked)
 
 
 def _read_pair(pred: str, gold: str):
@@ -170,12 +194,19 @@ def _read_pair(pred: str, gold: str):
     if any(is_plain(s) for s in sides):
         plain = [_plain(s) if is_plain(s) else None for s in sides]
         if all((p is not None) == is_plain(s) for p, s in zip(plain, sides, strict=True)):
-            a, b = (_latex_read(s) if p is None else p for p, s in zip(plain, sides, strict=True))
+            a, b = (_other_side(s) if p is None else p for p, s in zip(plain, sides, strict=True))
             return a, b
     a, b = _fast(pred), _fast(gold)
     if a is not None and b is not None:
         return a, b
     return _read(pred), _read(gold)
+
+
+def _other_side(s: str):
+    """The side facing a plain one: by the LaTeX readers; where they cannot read it (``2^(x+1)``), by the plain
+    reader."""
+    value = _latex_read(s)
+    return _plain(s, marked=False) if value is None else value
 
 
 def _latex_read(s: str):
