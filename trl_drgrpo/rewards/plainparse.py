@@ -54,11 +54,11 @@ _RESERVED = sorted(FUNCTIONS | {"pi", "oo", "inf"}, key=len, reverse=True)
 _CLOSING = {"(": ")", "{": "}"}
 _MAX_ARGS = 2
 
-# A side is in plain syntax when it has no LaTeX command and uses a name of ours as a word: a whitelisted call,
-# ``pi``, ``oo``/``inf``/``infinity``, or ``E``/``e`` next to ``*``/``**``/``^``.
+# A side is in plain syntax when it has no LaTeX command and uses a name of ours as a word (a whitelisted call,
+# ``pi``, ``oo``/``inf``/``infinity``) or a power written ``**`` or ``^(``.
 _MARK_RE = re.compile(
     r"(?<![A-Za-z])(?:(?:" + "|".join(sorted(FUNCTIONS, key=len, reverse=True)) + r")\(|pi(?![A-Za-z])"
-    r"|(?:oo|inf|infinity|Infinity)(?![A-Za-z]))|\*\*"
+    r"|(?:oo|inf|infinity|Infinity)(?![A-Za-z]))|\*\*|\^\("
 )
 
 
@@ -67,7 +67,7 @@ class _Declined(Exception):
 
 
 def is_plain(s: str) -> bool:
-    """Whether ``s`` is written in plain programming syntax (no backslash; a call, ``pi``, ``oo`` or ``**``)."""
+    """Whether ``s`` is written in plain programming syntax (no backslash; a call, ``pi``, ``oo``, ``**``, ``^(``)."""
     return "\\" not in s and _MARK_RE.search(s) is not None
 
 
