@@ -213,3 +213,53 @@ def test_pathological_plain_inputs_are_bounded(name):
     assert grade_answer_outcome(pred, gold) == (0.0, Outcome.GRADED)
     assert grade_answer_outcome(gold, pred) == (0.0, Outcome.GRADED)
     assert time.process_time() - start < 5.0  # generous: these are refused by structure, in milliseconds
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# No wrong accept on generated pairs: sympy's simplify on our own generated strings is the reference
+# ---------------------------------------------------------------------------------------------------------------
+
+_ATOMS = ("x", "2", "3", "pi", "E", "1/2", "y", "0.5")
+_CALLS = ("sin", "cos", "tan", "exp", "log", "sqrt", "abs", "atan", "sec")
+
+
+def _generated(rng, depth: int) -> str:
+    if depth == 0 or rng.random() < 0.3:
+        return rng.choice(_ATOMS)
+    if rng.random() < 0.3:
+        return f"{rng.choice(_CALLS)}({_generated(rng, depth - 1)})"
+    op = rng.choice(("+", "-", "*", "/", "**"))
+    if op == "**":
+        return f"({_generated(rng, depth - 1)})**{rng.choice(('2', '3', '-1', '(1/2)'))}"
+    return f"({_generated(rng, depth - 1)}){op}({_generated(rng, depth - 1)})"
+
+
+def test_generated_pairs_make_no_wrong_accept():
+    """150 fixed pseudo-random pairs (half of them a one-digit edit of the other side), plain vs plain and plain
+    vs sympy's own LaTeX printing of the other side: an accept is always a true equality."""
+    import random
+
+    import sympy
+    from sympy.parsing.sympy_parser import parse_expr
+
+    rng = random.Random(30)
+    x, y = sympy.symbols("x y")
+    wrong, accepted = [], 0
+    for k in range(150):
+        a, b = _generated(rng, 2), _generated(rng, 2)
+        if rng.random() < 0.5:
+            b = a.replace("2", "3", 1) if "2" in a else a + "+1"
+        if rng.random() < 0.3:
+            b = a
+        ea, eb = (parse_expr(t, local_dict={"E": sympy.E}) for t in (a, b))
+        gold = (
+            b if k % 2 else sympy.latex(eb).replace("\\log", "\\ln")
+        )  # sympy prints the natural log as \log
+        if grade_answer(a, gold) != 1.0:
+            continue
+        accepted += 1
+        gaps = [abs(complex((ea - eb).subs({x: px, y: py}).evalf())) for px, py in ((0.37, 1.9), (2.3, -0.6))]
+        if any(gap > 1e-9 * (1 + abs(complex(ea.subs({x: 2.3, y: -0.6}).evalf()))) for gap in gaps):
+            wrong.append((a, gold))
+    assert accepted >= 30  # the check is not vacuous
+    assert not wrong, wrong
