@@ -252,9 +252,8 @@ def test_generated_pairs_make_no_wrong_accept():
         if rng.random() < 0.3:
             b = a
         ea, eb = (parse_expr(t, local_dict={"E": sympy.E}) for t in (a, b))
-        gold = (
-            b if k % 2 else sympy.latex(eb).replace("\\log", "\\ln")
-        )  # sympy prints the natural log as \log
+        # odd k: plain vs plain; even k: vs sympy's LaTeX, which prints the natural log as \log
+        gold = b if k % 2 else sympy.latex(eb).replace("\\log", "\\ln")
         if grade_answer(a, gold) != 1.0:
             continue
         accepted += 1
