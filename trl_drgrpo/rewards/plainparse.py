@@ -29,6 +29,8 @@ from __future__ import annotations
 import functools
 import re
 
+from .fastparse import _Reader as _LatexReader
+from .fastparse import _Unreadable as _Declined
 from .limits import MAX_EXPONENT, MAX_NESTING, MAX_TOKENS
 
 _TOKEN_RE = re.compile(r"\s*(\d+\.\d*|\.\d+|\d+|[A-Za-z]+|\*\*|[-+*/^_(){}\[\],=])")
@@ -62,29 +64,19 @@ _MARK_RE = re.compile(
 )
 
 
-class _Declined(Exception):
-    pass
-
-
 def is_plain(s: str) -> bool:
     """Whether ``s`` is written in plain programming syntax (no backslash; a call, ``pi``, ``oo``, ``**``, ``^(``)."""
     return "\\" not in s and _MARK_RE.search(s) is not None
 
 
-class _Reader:
+class _Reader(_LatexReader):
+    """The fast LaTeX reader's grammar (sums, terms, implicit products), with plain syntax's atoms and powers."""
+
+    STOP = (*_LatexReader.STOP, ",", "=")
+
     def __init__(self, tokens: list[str]):
-        self.tokens, self.i, self.depth = tokens, 0, 0
-
-    def peek(self, ahead: int = 0) -> str | None:
-        j = self.i + ahead
-        return self.tokens[j] if j < len(self.tokens) else None
-
-    def take(self, expected: str | None = None) -> str:
-        token = self.peek()
-        if token is None or (expected is not None and token != expected):
-            raise _Declined(token)
-        self.i += 1
-        return token
+        super().__init__(tokens)
+        self.depth = 0
 
     def relation(self):
         import sympy
@@ -94,34 +86,6 @@ class _Reader:
             self.take()
             return sympy.Eq(left, self.expr(), evaluate=False)
         return left
-
-    # expr := term (('+'|'-') term)*
-    def expr(self):
-        value = self.term()
-        while self.peek() in ("+", "-"):
-            op = self.take()
-            right = self.term()
-            value = value + right if op == "+" else value - right
-        return value
-
-    # term := product (('*'|'/') product)*   (implicit products bind tighter than '/', as the LaTeX readers)
-    def term(self):
-        value = self.product()
-        while self.peek() in ("*", "/"):
-            op = self.take()
-            right = self.product()
-            value = value * right if op == "*" else value / right
-        return value
-
-    def product(self):
-        if self.peek() in ("-", "+"):
-            sign = self.take()
-            value = self.product()
-            return -value if sign == "-" else value
-        value = self.power()
-        while self.peek() is not None and self.peek() not in ("+", "-", "*", "/", ")", "}", ",", "="):
-            value = value * self.power()
-        return value
 
     def power(self):
         base = self.atom()
@@ -137,7 +101,7 @@ class _Reader:
             return -value if sign == "-" else value
         return self.power()
 
-    def group(self):
+    def bracket(self):
         opening = self.take()
         if opening not in _CLOSING:
             raise _Declined(opening)
@@ -175,7 +139,7 @@ class _Reader:
 
         token = self.peek()
         if token in _CLOSING:
-            return self.group()
+            return self.bracket()
         token = self.take()
         if token[0].isdigit() or token[0] == ".":
             return sympy.Float(token) if "." in token else sympy.Integer(token)
