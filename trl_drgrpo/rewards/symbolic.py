@@ -203,8 +203,7 @@ def _read_pair(pred: str, gold: str):
 
 
 def _other_side(s: str):
-    """The side facing a plain one: by the LaTeX readers; where they cannot read it (``2^(x+1)``), by the plain
-    reader."""
+    """The side facing a plain one: by the LaTeX readers, else (where neither can read it) by the plain reader."""
     value = _latex_read(s)
     return _plain(s, marked=False) if value is None else value
 
