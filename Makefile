@@ -103,12 +103,14 @@ train: ## Train a recipe: make train RECIPE=recipes/<model>/<exp>.yaml [NUM_PROC
 eval: ## Evaluate a model: make eval MODEL=<id or folder> TEMPLATE=qwen_math [BENCHMARKS=... EVAL_DATA=... LIMIT=...]
 	$(EVAL) --model $(MODEL) --template $(TEMPLATE) --output_dir $(EVAL_DIR)/$(notdir $(MODEL))/$(TEMPLATE) $(ARGS)
 
-eval-templates: ## Evaluate MODEL with the r1, qwen_math and no templates and merge the table (Table 1 style)
+eval-templates: ## Evaluate MODEL with the r1, qwen_math and no templates, merge the table and put Table 1's rows beside it
 	for t in r1 qwen_math no; do \
 		$(EVAL) --model $(MODEL) --template $$t --output_dir $(EVAL_DIR)/$(notdir $(MODEL))/$$t $(ARGS) || exit 1; \
 	done
 	$(PYTHON) recipes/evaluate.py --merge $(foreach t,r1 qwen_math no,$(EVAL_DIR)/$(notdir $(MODEL))/$(t)/summary.json) \
 		--output $(EVAL_DIR)/$(notdir $(MODEL))/templates.md
+	$(PYTHON) -m trl_drgrpo.analysis paper --table 1 --skip_unmatched $(foreach t,r1 qwen_math no,$(EVAL_DIR)/$(notdir $(MODEL))/$(t)) \
+		--output_dir $(EVAL_DIR)/$(notdir $(MODEL))/paper   # Table 1's rows beside ours, with verdicts
 
 ablation-bias: ## GRPO vs length-norm only vs std-norm only vs Dr. GRPO on RECIPE (4 runs, Figure 5/6 style)
 	$(LAUNCH) recipes/train.py --config $(RECIPE) --length_normalization true --std_normalization true \

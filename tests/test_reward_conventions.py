@@ -64,6 +64,7 @@ EQUAL = {
         (r"\left( 3, \\frac{\\pi}{2} \\right)", r"(3, \frac{\pi}{2})"),
     ],
     "named_answers": [("(x, y) = (5, 8) \\text{ and } (8, 5)", "(5, 8), (8, 5)"), ("4, 5", "AB=4,CD=5")],
+    "braced_exponents": [("e^{2x}", "e^{x} e^{x}"), ("x^{12}", "x^{6} x^{6}"), ("x^{2}", "x^2")],
 }
 
 NOT_EQUAL = {
@@ -96,6 +97,8 @@ NOT_EQUAL = {
     "plus_minus": [("2021", r"\pm 2021")],
     "gold_solutions": [("1, 2", r"\boxed{1} no no no \boxed{2}")],
     "prose": [("We find that x = 3", "3")],
+    # issue 30: x^{2y} keeps its braces (it was normalized to x^2y, read as x^2 * y)
+    "braced_exponents": [("x^{2y}", "x^2 y"), ("e^{2x}", "e^2 x"), ("x_{ab}", "x_a b")],
 }
 
 

@@ -2,7 +2,7 @@
 
 For constants c from 1e-30 to 1e30 (both signs, several mantissas), in each answer form, ``c`` vs ``c*(1+delta)``
 is rejected for |delta| >= 1e-3 and accepted for |delta| <= 1e-9 and for the same value written differently, in
-both directions (gold and answer swapped). A fixed deterministic grid (no hypothesis); each test runs its whole
+both directions (gold and answer swapped), in LaTeX and in plain programming syntax (``3.2*10**-11``, issue 30). A fixed deterministic grid (no hypothesis); each test runs its whole
 grid in-process (``grade_answer``, no pool) and lists every failing case.
 """
 
@@ -57,6 +57,12 @@ def plain(v: Decimal) -> str:
     return format(v.normalize(), "f")
 
 
+def power(v: Decimal, caret: bool = False) -> str:
+    """Plain programming syntax: ``3.2*10**-11``, or ``3.2*10^(-11)`` with ``caret``."""
+    m, e = _mantissa_exponent(v)
+    return f"{m}*10^({e})" if caret else f"{m}*10**{e}"
+
+
 def integer_literal(text: str) -> bool:
     """Integer literals need an exact match (142.01 is not 142): a separate convention, kept by these tests."""
     return text.lstrip("-").isdigit()
@@ -79,6 +85,12 @@ FORMS: dict[str, tuple[Callable[[Decimal], str], Callable[[Decimal], str]]] = {
     "equation_coefficient": (lambda v: f"y = {latex(v)} x + 1", lambda v: f"y = 1 + {enote(v)} x"),
     "equation_rearranged": (lambda v: f"{enote(v)} x + y = 3", lambda v: f"2y = 6 - 2 \\cdot {latex(v)} x"),
     "percentage": (lambda v: f"{enote(v * 100)}\\%", enote),
+    # plain programming syntax (issue 30)
+    "plain_power": (power, latex),
+    "plain_caret": (lambda v: power(v, caret=True), enote),
+    "plain_tuple": (lambda v: f"({power(v)}, 2)", lambda v: f"\\left({latex(v)},2\\right)"),
+    "plain_interval": (lambda v: f"[{power(v)}, oo)", lambda v: f"\\left[{enote(v)}, \\infty\\right)"),
+    "plain_equation": (lambda v: f"y = {power(v)}*x + 1", lambda v: f"y = 1 + {latex(v)} x"),
 }
 
 
@@ -116,6 +128,10 @@ EXPRESSIONS = {
     "polynomial": (lambda k: f"{latex(k)}(x+1)^2", lambda k: f"{enote(k)}x^2 + 2*{enote(k)}x + {enote(k)}"),
     "function": (lambda k: f"{enote(k)} \\sin(x) + 1", lambda k: f"1 + \\sin(x) \\cdot {latex(k)}"),
     "fraction": (lambda k: f"\\frac{{{latex(k)}}}{{x+1}}", lambda k: f"{enote(k)}/(1+x)"),
+    # plain programming syntax (issue 30)
+    "plain_function": (lambda k: f"{power(k)}*sin(x) + 1", lambda k: f"1 + \\sin(x) \\cdot {latex(k)}"),
+    "plain_exp_log": (lambda k: f"{enote(k)}*exp(x)*log(x)", lambda k: f"{latex(k)} e^{{x}} \\ln x"),
+    "plain_constant": (lambda k: f"{power(k)}*cos(pi/3)", lambda k: f"\\frac{{{latex(k)}}}{{2}}"),
 }
 
 

@@ -148,6 +148,17 @@ def test_in_training_evaluation_from_the_recipe(tiny_model_dir, tmp_path, eval_s
     samples = (tmp_path / "run" / "eval" / "step_1" / "samples.jsonl").read_text().splitlines()
     assert sorted({json.loads(line)["benchmark"] for line in samples}) == ["aime", "amc"]
     assert len(samples) == 4
+    # the run's evaluations as the paper comparison reads them: the tiny model has no paper row (one line in
+    # the card); a named row gives a partial comparison (2 problems per benchmark: no verdicts)
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "## Compared with the paper" in card and "a trained policy (step 1) of" in card
+    from trl_drgrpo.analysis.paper import paper
+
+    (result,) = paper([tmp_path / "run"], None, row="oat-zero-1.5b")["comparisons"]
+    assert [c.get("reason") for c in result["benchmarks"]][:2] == [
+        "2 of the paper's 30 problems",
+        "2 of the paper's 83 problems",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ Commands (each writes ``summary.json``, ``<command>.md`` and PNG plots into ``--
   passk       pass@k curves, k = 1..n, per benchmark
   dynamics    training curves of one or more runs, optionally grouped by arm (Figures 5, 7, 8)
   templates   Table 1: model × template (× step) by benchmark
+  paper       did a run reproduce the paper? evaluations beside Tables 1 and 4, with noise and verdicts
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from .io import AnalysisError
 
-COMMANDS = ("reflection", "answering", "passk", "dynamics", "templates")
+COMMANDS = ("reflection", "answering", "passk", "dynamics", "templates", "paper")
 
 
 def _common(p: argparse.ArgumentParser, command: str, inputs: str = "+") -> None:
@@ -88,6 +89,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("templates", help="Table 1: model × template by benchmark (replaces evaluate --merge)")
     _common(p, "templates")
+
+    p = sub.add_parser("paper", help="evaluations beside the paper's Tables 1 and 4, with noise and verdicts")
+    _common(p, "paper")
+    p.add_argument(
+        "--row",
+        default=None,
+        help="compare with this paper row (default: found by model, template, recipe); an unknown key lists them",
+    )
+    p.add_argument(
+        "--recipe",
+        default=None,
+        help="the YAML recipe the evaluated model was trained with (for a trained model)",
+    )
+    p.add_argument("--table", type=int, choices=(1, 4), default=None, help="match rows of this table only")
+    p.add_argument(
+        "--step", type=int, default=None, help="the training step compared (default: the last evaluated)"
+    )
+    p.add_argument(
+        "--confidence", type=float, default=0.95, help="level of the noise band (default: %(default)s)"
+    )
+    p.add_argument(
+        "--skip_unmatched",
+        action="store_true",
+        help="leave out evaluations without a paper row (named in a line)",
+    )
     return parser
 
 
@@ -164,6 +190,21 @@ def run_command(args: argparse.Namespace) -> dict:
             window=args.window,
             smooth=args.smooth,
             title=args.title,
+            show_progress=progress,
+        )
+    if args.command == "paper":
+        from .paper import paper
+
+        return paper(
+            args.inputs,
+            args.output_dir,
+            row=args.row,
+            recipe=args.recipe,
+            table=args.table,
+            step=args.step,
+            confidence=args.confidence,
+            labels=args.labels,
+            skip_unmatched=args.skip_unmatched,
             show_progress=progress,
         )
     from .templates_table import templates

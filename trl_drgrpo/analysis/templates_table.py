@@ -18,7 +18,7 @@ from . import plots
 from .io import AnalysisError, EvalRun, load_eval_runs, prepare_output, write_outputs
 
 
-def _summary_of(run: EvalRun) -> dict:
+def summary_of(run: EvalRun) -> dict:
     if run.summary is not None:
         return run.summary
     names = [b for b in BENCHMARKS if any(r.get("benchmark") == b for r in run.records)]
@@ -39,7 +39,7 @@ def table_rows(runs: Sequence[EvalRun]) -> list[dict]:
     """One row per evaluation: model, template, step, accuracy per benchmark and their average."""
     rows = []
     for run in runs:
-        summary = _summary_of(run)
+        summary = summary_of(run)
         accs = {
             b: float(m["accuracy"])
             for b, m in (summary.get("benchmarks") or {}).items()

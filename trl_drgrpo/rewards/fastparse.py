@@ -24,6 +24,8 @@ class _Unreadable(Exception):
 
 
 class _Reader:
+    STOP = ("+", "-", "*", "/", ")", "}", "]")  # tokens that end an implicit product
+
     def __init__(self, tokens: list[str]):
         self.tokens, self.i = tokens, 0
 
@@ -61,7 +63,7 @@ class _Reader:
             value = self.product()
             return -value if sign == "-" else value
         value = self.power()
-        while self.peek() is not None and self.peek() not in ("+", "-", "*", "/", ")", "}", "]"):
+        while self.peek() is not None and self.peek() not in self.STOP:
             value = value * self.power()
         return value
 

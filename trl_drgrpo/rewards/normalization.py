@@ -49,6 +49,7 @@ _DOUBLED_RE = re.compile(
 )
 _LIST_COMMA_RE = re.compile(r"\d,[ \t]+\d")  # "32, 349" is a list: a space after the comma
 _GLUE = "\x03"  # a space between two numbers that must not vanish ("2 3" is not 23)
+_INFINITY_WORD_RE = re.compile(r"(?<![\\A-Za-z])(?:inf|infinity|Infinity|INF)(?![A-Za-z])")
 
 
 def _fix_fracs(s: str) -> str:
@@ -167,6 +168,7 @@ def normalize_answer(answer: Any) -> str:
     s = s.replace("\\geqslant", "\\ge").replace("\\leqslant", "\\le").replace("\\geq", "\\ge")
     s = s.replace("\\leq", "\\le").replace("\\neq", "\\ne").replace("\\cdot", "*").replace("\\times", "*")
     s = s.replace("\\infty", "oo").replace("∞", "oo")
+    s = _INFINITY_WORD_RE.sub("oo", s)  # plain syntax: inf, infinity (not \\inf, the infimum)
     s = _fix_fracs(s)
     s = _strip_units(s)
     s = s.strip().rstrip(".").strip()
@@ -175,7 +177,8 @@ def normalize_answer(answer: Any) -> str:
         s = (m.group(1) or m.group(2) or m.group(3)).upper()
     s = _remove_spaces(s)
     s = _canonical_matrices(s)
-    s = re.sub(r"([_^])\{([A-Za-z0-9]+)\}(?![A-Za-z0-9])", r"\1\2", s)  # x^{2} -> x^2, 52_{8} -> 52_8
+    # x^{2} -> x^2, x^{12} -> x^12, 52_{8} -> 52_8; never x^{2y} -> x^2y, which reads as x^2 * y
+    s = re.sub(r"([_^])\{(\d+|[A-Za-z])\}(?![A-Za-z0-9])", r"\1\2", s)
     s = _chain_to_interval(s)
     if _THOUSANDS_RE.match(s) and not listed:
         s = s.replace(",", "")

@@ -20,6 +20,8 @@ from .limits import (
     MAX_TOKENS,
     MAX_VERIFY_TOKENS,
 )
+from .plainparse import FUNCTIONS as _PLAIN_FUNCTIONS
+from .plainparse import is_plain, plain_read
 from .structures import _balanced
 from .tolerance import CONFIRM_TOL, EXACT_TOL, RATIO_TOL, REL_TOL, close, negligible
 
@@ -35,7 +37,7 @@ _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{8,}")
 _TOKEN_RE = re.compile(r"\\[A-Za-z]+|\d+(?:\.\d+)?|[A-Za-z]|[^\s\w]")
 _FUNCTION_RE = re.compile(
     r"\\(?:sqrt|frac|sin|cos|tan|cot|sec|csc|arcsin|arccos|arctan|sinh|cosh|tanh|log|ln|exp|binom)(?![A-Za-z])"
-    r"|(?<![A-Za-z\\])(?:sqrt|sin|cos|tan|log|ln|exp)\("
+    r"|(?<![A-Za-z\\])(?:" + "|".join(sorted(_PLAIN_FUNCTIONS, key=len, reverse=True)) + r")\("
 )
 
 
@@ -64,6 +66,28 @@ def structure_ok(s: str) -> bool:
     return len(_TOKEN_RE.findall(s)) <= MAX_TOKENS
 
 
+_EXPONENT_GROUP_RE = re.compile(r"(?:\^|\*\*)\s*[({]")
+
+
+def _exponent_groups_ok(s: str) -> bool:
+    """An exponent written as a group (``9^(4999*4999)``, ``2**{3000+3000}``) is bounded by the product of the
+    integers in it, which must stay within ``MAX_EXPONENT`` (a reader would compute the power exactly)."""
+    for m in _EXPONENT_GROUP_RE.finditer(s):
+        depth, end = 0, m.end() - 1
+        while end < len(s):
+            depth += s[end] in "({"
+            depth -= s[end] in ")}"
+            if depth == 0:
+                break
+            end += 1
+        bound = 1
+        for number in re.findall(r"\d+(?:\.\d+)?", s[m.end() : end]):
+            bound *= max(2.0, float(number))
+            if bound > MAX_EXPONENT:
+                return False
+    return True
+
+
 def _safe_for_symbolic(s: str) -> bool:
     """Refuse inputs that could make sympy explode (towers, huge exponents/factorials/digit strings)."""
     if not structure_ok(s) or "\\\\" in s:
@@ -81,6 +105,8 @@ def _safe_for_symbolic(s: str) -> bool:
     for m in _BIG_EXP_RE.finditer(s):
         if int(m.group(1)) > MAX_EXPONENT:
             return False
+    if not _exponent_groups_ok(s):
+        return False
     for m in _FACT_RE.finditer(s):
         operand = m.group(1)
         if not operand or int(operand) > MAX_FACTORIAL:  # "(10^{100})!" or "n!": refuse
@@ -154,13 +180,38 @@ def _fast(s: str):
     return fast_read(_latex_text(s))
 
 
+def _plain(s: str, marked: bool = True):
+    """sympy form of a side written in plain programming syntax (:mod:`.plainparse`), None otherwise."""
+    return plain_read(_E_NOTATION_RE.sub(r"(\1*10^{\2})", s), marked)
+
+
 def _read_pair(pred: str, gold: str):
-    """Both sides by the fast reader when both lie in its subset, else both by latex2sympy (one reader per pair,
-    so a pair's verdict never depends on which reader a side happened to need)."""
+    """A side in plain programming syntax by the plain reader (the other side too if plain, else by the LaTeX
+    readers); two LaTeX sides both by the fast reader when both lie in its subset, else both by latex2sympy (one
+    reader per pair, so a pair's verdict never depends on which reader a side happened to need). A side that looks
+    plain but that the plain reader declines sends the pair to the LaTeX readers, as before plain syntax was read."""
+    sides = (pred, gold)
+    if any(is_plain(s) for s in sides):
+        plain = [_plain(s) if is_plain(s) else None for s in sides]
+        if all((p is not None) == is_plain(s) for p, s in zip(plain, sides, strict=True)):
+            a, b = (_other_side(s) if p is None else p for p, s in zip(plain, sides, strict=True))
+            return a, b
     a, b = _fast(pred), _fast(gold)
     if a is not None and b is not None:
         return a, b
     return _read(pred), _read(gold)
+
+
+def _other_side(s: str):
+    """The side facing a plain one: by the LaTeX readers, else (where neither can read it) by the plain reader."""
+    value = _latex_read(s)
+    return _plain(s, marked=False) if value is None else value
+
+
+def _latex_read(s: str):
+    """A LaTeX side by the fast reader, else by latex2sympy (the fast reader mirrors latex2sympy's readings)."""
+    fast = _fast(s)
+    return fast if fast is not None else _read(s)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -422,6 +473,9 @@ def _float_functions() -> dict:
         sympy.asin: cmath.asin,
         sympy.acos: cmath.acos,
         sympy.atan: cmath.atan,
+        sympy.acot: lambda z: cmath.atan(1 / z),
+        sympy.asec: lambda z: cmath.acos(1 / z),
+        sympy.acsc: lambda z: cmath.asin(1 / z),
         sympy.sinh: cmath.sinh,
         sympy.cosh: cmath.cosh,
         sympy.tanh: cmath.tanh,

@@ -1,11 +1,13 @@
 """The model card of a Dr. GRPO run: TRL's card citing the paper (arXiv 2503.20783), naming the dataset, plus
-a section with the run's Dr. GRPO setup.
+a section with the run's Dr. GRPO setup and, when the run evaluated itself (``eval/step_<N>``), its last
+evaluation beside the paper's matching row (``trl_drgrpo.analysis.paper``).
 
 ``DrGRPOTrainer`` points TRL's card machinery at :data:`PAPER` and calls :func:`write_model_card`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import textwrap
 from collections.abc import Callable
@@ -28,6 +30,8 @@ PAPER = {
     ),
 }
 SECTION_TITLE = "## Dr. GRPO setup"
+
+logger = logging.getLogger(__name__)
 
 
 def hub_dataset_id(name: str | None) -> str | None:
@@ -71,6 +75,18 @@ def setup_section(args: Any, dataset_name: str | None, truncation: str | None = 
     return "\n".join(lines) + "\n"
 
 
+def paper_section(output_dir: str | os.PathLike) -> str | None:
+    """The run's last in-training evaluation beside the paper's row, or None (no evaluation, or a failure: the
+    card is written without it rather than failing the end of a run)."""
+    try:
+        from ..analysis.paper import card_section
+
+        return card_section(output_dir)
+    except Exception as error:  # noqa: BLE001
+        logger.warning("model card: no comparison with the paper (%s: %s)", type(error).__name__, error)
+        return None
+
+
 def write_model_card(
     trainer: Any,
     create_card: Callable[..., None],
@@ -94,6 +110,9 @@ def write_model_card(
     text = text.replace("[None](https://huggingface.co/None)", f"`{base}`")
     text = text.replace('model="None"', f'model="{trainer.args.output_dir}"')
     section = setup_section(trainer.args, dataset_name, getattr(trainer, "truncation_rule", None))
+    comparison = paper_section(trainer.args.output_dir)
+    if comparison:
+        section += "\n" + comparison
     marker = "\n### Framework versions"
     if marker in text:
         head, tail = text.split(marker, 1)
