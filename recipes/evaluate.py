@@ -2,7 +2,7 @@
 
     python recipes/evaluate.py --model Qwen/Qwen2.5-Math-1.5B --template qwen_math --output_dir results/qwen_math
 
-A thin script over :mod:`trl_drgrpo.evaluation.cli` (``trl-drgrpo evaluate`` runs the same; a user error prints
+A thin script over :mod:`trl_drgrpo.evaluate` (``trl-drgrpo evaluate`` runs the same; a user error prints
 one line).
 """
 
@@ -13,4 +13,4 @@ if __name__ == "__main__":
 
     sys.exit(run("evaluate", sys.argv[1:]))
 
-from trl_drgrpo.evaluation.cli import *  # noqa: E402, F403
+from trl_drgrpo.evaluate import *  # noqa: E402, F403

@@ -1,6 +1,7 @@
 """One-command check of a GPU machine (`make gpu-check`): environment, trainer benchmark, colocated vLLM training,
-evaluation with both backends; one table at the end. About 5-8 minutes on one GPU; nothing is downloaded (the
-model is built and briefly pretrained here, the evaluation suite is local when ``--eval_data`` points at one).
+evaluation with both backends; one table at the end. About 5-8 minutes on one GPU. Only the math benchmark comes from
+the Hub (the cache offline: ``trl-drgrpo download --benchmarks math``) unless ``--eval_data`` names a suite; the
+model is built and briefly pretrained here.
 
     python scripts/gpu_check.py                 # run everything into outputs/gpu-check
     python scripts/gpu_check.py --dry-run       # print the environment check and the plan, run nothing
@@ -26,7 +27,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TRL_RANGE = ("1.16", "1.17")  # pyproject: trl>=1.16,<1.17
-DEFAULT_SUITE = REPO.parent / "shared" / "data" / "evaluation_suite"
 sys.path.insert(0, str(REPO))  # this checkout's trl_drgrpo, whatever is installed
 
 
@@ -55,10 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output_dir", default="outputs/gpu-check", help="Where every step writes.")
     parser.add_argument(
         "--eval_data",
-        default=os.environ.get("TRL_DRGRPO_EVAL_SUITE")
-        or (str(DEFAULT_SUITE) if DEFAULT_SUITE.is_dir() else None),
-        help="load_from_disk evaluation suite (default: $TRL_DRGRPO_EVAL_SUITE or ../shared/data/evaluation_suite; "
-        "else the Hub).",
+        default=os.environ.get("TRL_DRGRPO_EVAL_SUITE") or None,
+        help="load_from_disk evaluation suite with a math split (default: $TRL_DRGRPO_EVAL_SUITE, else the Hub's "
+        "MATH-500, from the cache offline: trl-drgrpo download --benchmarks math).",
     )
     parser.add_argument(
         "--eval_problems", type=int, default=20, help="Problems of the evaluation (math benchmark)."
@@ -232,6 +231,19 @@ def plan(args: argparse.Namespace) -> list[Step]:
     return steps
 
 
+def offline_stop(args: argparse.Namespace) -> str | None:
+    """The one line that stops the check when the math benchmark cannot be had (offline and not cached), else None."""
+    from trl_drgrpo.assets import benchmark_assets, ensure_available
+
+    if {"train", "eval"} <= set(filter(None, args.skip.split(","))):
+        return None
+    try:
+        ensure_available(benchmark_assets("math", args.eval_data), "make gpu-check")
+    except ValueError as error:
+        return f"{error} (or give EVAL_DATA=<a load_from_disk suite with a math split>)"
+    return None
+
+
 def write_train_data(path: Path) -> None:
     """The demo's synthetic training problems (the train step's dataset)."""
     from trl_drgrpo.demo.run import TASK
@@ -288,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for s in steps:
         print(f"  [{s.name}] (<= {s.timeout_s}s) {' '.join(s.command)}")
+    offline = offline_stop(args)
     if args.dry_run:
+        print(f"Evaluation data: {offline or 'available'}")
         print("dry run: nothing was run")
         return 0
     missing = [c.name for c in checks if not c.ok]
@@ -297,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
             f"gpu-check: missing {', '.join(missing)}; fix the environment first (docs/vllm.md)",
             file=sys.stderr,
         )
+        return 2
+    if offline:
+        print(f"gpu-check: {offline}", file=sys.stderr)
         return 2
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -272,7 +272,7 @@ def test_templates_table_matches_merge_and_cli(tmp_path, capsys):
     assert merge_table([tmp_path / "evals"]).count("| Base-1.5B |") == 3
     assert merge_table([f / "summary.json" for f in folders]) == table
 
-    from trl_drgrpo.evaluation.cli import main as eval_main
+    from trl_drgrpo.evaluate import main as eval_main
 
     capsys.readouterr()
     eval_main(["--merge", *(str(f / "summary.json") for f in folders), "--output", str(tmp_path / "t.md")])

@@ -99,7 +99,9 @@ def test_evaluate_bad_yaml_key_and_dtype(tmp_path):
 def test_train_bad_yaml_key(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     bad = {
-        "model_name_or_path": "m",
+        "model_name_or_path": str(
+            tmp_path
+        ),  # a folder: offline, a Hub id not in the cache would be named first
         "report_to": "none",
         "use_cpu": True,
         "bf16": False,

@@ -381,3 +381,29 @@ def test_two_processes_shard_and_gather(tmp_path, tiny_model_dir, eval_suite_pat
              max_tokens=6, show_progress=False)  # fmt: skip
     expected = _lines(single / "samples.jsonl")
     assert [r["response"] for r in samples] == [r["response"] for r in expected]
+
+
+@pytest.mark.parametrize("signalled_here", [True, False])
+def test_no_periodic_evaluation_once_sigterm_is_requested(signalled_here):
+    """on_step_end on an evaluation step: evaluates normally, not after SIGTERM on this or another process
+    (``agree`` is the all-reduce of the stop flag), and not again after the stop step was recorded."""
+    from trl_drgrpo.training.checkpointing import GracefulStop
+
+    agreed = []
+    trainer = types.SimpleNamespace(graceful_stop=GracefulStop(), agree=lambda flag: flag)
+    trainer.graceful_stop.installed = True
+    callback = EvaluationCallback("amc", every_n_steps=2, eval_at_start=False, trainer=trainer)
+    calls = []
+    callback.evaluate_now = lambda step, args=None, **kwargs: calls.append(step)
+    callback.on_step_end(None, types.SimpleNamespace(global_step=2), None)  # no process asked to stop yet
+    assert calls == [2]
+    if signalled_here:
+        trainer.graceful_stop.handler(15, None)
+        trainer.agree = lambda flag: agreed.append(flag) or flag
+    else:  # the signal reached another process only: the agreement says stop
+        trainer.agree = lambda flag: agreed.append(flag) or True
+    callback.on_step_end(None, types.SimpleNamespace(global_step=4), None)
+    assert calls == [2] and agreed == [signalled_here]
+    trainer.graceful_stop.stopped_at = 4
+    callback.on_step_end(None, types.SimpleNamespace(global_step=6), None)
+    assert calls == [2]

@@ -51,7 +51,7 @@ def test_every_planned_command_parses_with_the_real_parsers(tmp_path, monkeypatc
     from trl import TrlParser
 
     from trl_drgrpo.demo import pretrain
-    from trl_drgrpo.evaluation.cli import USAGE  # noqa: F401  (the evaluate CLI module imports)
+    from trl_drgrpo.evaluate import USAGE  # noqa: F401  (the evaluate CLI module imports)
     from trl_drgrpo.evaluation.run import EvaluationArguments
     from trl_drgrpo.training.arguments import parse_training_args
 
@@ -132,7 +132,7 @@ def test_a_run_writes_one_table_with_each_steps_status(tmp_path, monkeypatch, ca
         gpu_check.Step("train", [py, "-c", "import sys; sys.exit(3)"], 60),
     ]
     monkeypatch.setattr(gpu_check, "plan", lambda args: steps)
-    assert gpu_check.main(["--output_dir", str(tmp_path)]) == 1  # a step failed
+    assert gpu_check.main(["--output_dir", str(tmp_path), "--eval_data", str(tmp_path)]) == 1  # a step failed
     table = (tmp_path / "gpu_check.md").read_text()
     assert "| bench | ok |" in table and "ratio 1.01" in table
     assert "| train | FAILED (rc 3" in table

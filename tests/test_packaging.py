@@ -224,3 +224,66 @@ def test_every_extra_the_project_requests_is_provided():
         assert not missing, f"{spec}: {requirement.name} provides {sorted(provided)}, not {missing}"
         checked += 1
     assert checked, "no installed requirement with extras was checked"
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """trl_drgrpo's modules -> the trl_drgrpo modules each imports, at the top or inside a function."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "trl_drgrpo"
+    paths = {
+        ".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in root.rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                module = ".".join([*base, *([node.module] if node.module else [])])
+                found |= {
+                    f"{module}.{a.name}" if f"{module}.{a.name}" in paths else module for a in node.names
+                }
+        graph[name] = {m for m in found if m in paths and m != name}
+    return graph
+
+
+def test_no_module_imports_itself_through_others():
+    """Import circles between modules (lazy imports included; a package's __init__ re-exports are not counted)."""
+    graph = _package_imports()
+    inits = {n for n in graph if (Path(__file__).resolve().parents[1] / n.replace(".", "/")).is_dir()}
+    circles = []
+    for start in graph.keys() - inits:
+        stack = [(start, (start,))]
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node] - inits:
+                if nxt == start:
+                    circles.append(" -> ".join((*path, start)))
+                elif nxt not in path:
+                    stack.append((nxt, (*path, nxt)))
+    assert not circles, circles
+
+
+def test_evaluation_imports_nothing_above_it():
+    """The evaluation subpackage is used by training and the analyses; it never imports them or the commands."""
+    above = (
+        "trl_drgrpo.analysis",
+        "trl_drgrpo.cli",
+        "trl_drgrpo.evaluate",
+        "trl_drgrpo.demo",
+        "trl_drgrpo.train",
+    )
+    graph = _package_imports()
+    upward = sorted(
+        f"{name} -> {target}"
+        for name, targets in graph.items()
+        if name.startswith("trl_drgrpo.evaluation")
+        for target in targets
+        if target.startswith(above)
+    )
+    assert not upward, upward

@@ -3,6 +3,7 @@
     trl-drgrpo train --config recipes/<model>/<experiment>.yaml [--field value ...]
     trl-drgrpo train --num_processes 8 --accelerate_config accelerate_configs/zero2.yaml --config ...
     trl-drgrpo evaluate --model <id or folder> --template qwen_math --output_dir results/x
+    trl-drgrpo download --config recipes/<model>/<experiment>.yaml    (or --model ID: what evaluate needs)
     trl-drgrpo analyze ...    trl-drgrpo demo ...    trl-drgrpo tiny OUTPUT_DIR
 
 A user error (unknown benchmark, missing data folder, bad YAML key, tracker not installed, ...) prints one line
@@ -38,11 +39,16 @@ COMMANDS: dict[str, Command] = {
         "train with Dr. GRPO from a recipe (same as `accelerate launch recipes/train.py`)",
     ),
     "evaluate": Command(
-        "trl_drgrpo.evaluation.cli",
+        "trl_drgrpo.evaluate",
         "main",
         "evaluate a model on the paper's benchmarks, or merge result summaries",
     ),
     "analyze": Command("trl_drgrpo.analysis.cli", "main", "the paper's analyses of models and runs"),
+    "download": Command(
+        "trl_drgrpo.download",
+        "main",
+        "fetch what a recipe or an evaluation loads from the Hub (offline nodes)",
+    ),
     "demo": Command(
         "trl_drgrpo.demo.run", "main", "the end-to-end CPU demo (pretrain, eval, RL, eval, plot)"
     ),
@@ -176,6 +182,10 @@ def run(name: str, argv: list[str]) -> int:
     try:
         if name == "train":
             return train(argv)
+        if name == "evaluate":
+            from .training.preflight import preflight_evaluate
+
+            preflight_evaluate(argv)
         result = load_command(name)(argv)
         return result if isinstance(result, int) and not isinstance(result, bool) else 0
     except USER_ERRORS as error:

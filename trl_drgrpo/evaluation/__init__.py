@@ -5,9 +5,12 @@ or transformers ``generate`` (CPU or GPU), grades them and writes, atomically an
 ``output_dir``: ``samples.jsonl`` (one line per sample), ``summary.json`` (per-benchmark metrics and the
 full configuration) and ``results.md`` (the paper's table layout).
 
-Modules: ``benchmarks`` (names, Hub layouts, loading), ``backends`` / ``vllm_backend`` (generation),
-``scoring`` (grading and metrics), ``report`` (files and tables), ``run`` (``evaluate``), ``callback``
-(evaluation during training).
+Modules: ``benchmarks`` (names, Hub layouts, loading), ``generation`` (what the backends share), ``backends`` /
+``vllm_backend`` (generation), ``scoring`` (grading and metrics), ``report`` (files and tables), ``run``
+(``evaluate``), ``callback`` (evaluation during training).
+
+Names are loaded on first use, so importing one light module (``benchmarks``: names and Hub layouts) does not
+load the backends, ``datasets`` or transformers.
 """
 
 from __future__ import annotations
@@ -15,37 +18,46 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .backends import (
-    BACKENDS,
-    CHAT_END,
-    Generation,
-    GenerationBackend,
-    TransformersBackend,
-    effective_stops,
-    make_backend,
-    resolve_backend,
-    split_special_stops,
-    truncate_at_stop,
-    vllm_available,
-)
-from .benchmarks import BENCHMARKS, BenchmarkSpec, load_benchmark, normalize_columns, resolve_benchmarks
-from .report import (
-    CONFIG_FILE,
-    RESULTS_FILE,
-    SAMPLES_FILE,
-    SUMMARY_FILE,
-    append_jsonl,
-    atomic_write_text,
-    complete_records,
-    merge_summaries,
-    prepare_output_dir,
-    read_samples,
-    results_table,
-    write_results,
-)
-from .run import RESULT_KEYS, EvaluationArguments, evaluate
-from .scoring import Problem, build_summary, generate_and_grade, pass_at_k, summarize_benchmark
-from .vllm_backend import VLLMBackend
+_LAZY = {
+    "BACKENDS": "backends",
+    "CHAT_END": "backends",
+    "Generation": "backends",
+    "GenerationBackend": "backends",
+    "TransformersBackend": "backends",
+    "effective_stops": "backends",
+    "make_backend": "backends",
+    "resolve_backend": "backends",
+    "split_special_stops": "backends",
+    "truncate_at_stop": "backends",
+    "vllm_available": "backends",
+    "BENCHMARKS": "benchmarks",
+    "BenchmarkSpec": "benchmarks",
+    "load_benchmark": "benchmarks",
+    "normalize_columns": "benchmarks",
+    "resolve_benchmarks": "benchmarks",
+    "CONFIG_FILE": "report",
+    "RESULTS_FILE": "report",
+    "SAMPLES_FILE": "report",
+    "SUMMARY_FILE": "report",
+    "append_jsonl": "report",
+    "atomic_write_text": "report",
+    "complete_records": "report",
+    "merge_summaries": "report",
+    "prepare_output_dir": "report",
+    "read_samples": "report",
+    "results_table": "report",
+    "write_results": "report",
+    "RESULT_KEYS": "run",
+    "EvaluationArguments": "run",
+    "evaluate": "run",
+    "Problem": "scoring",
+    "build_summary": "scoring",
+    "generate_and_grade": "scoring",
+    "pass_at_k": "scoring",
+    "summarize_benchmark": "scoring",
+    "VLLMBackend": "vllm_backend",
+    "EvaluationCallback": "callback",
+}
 
 __all__ = [
     "BACKENDS",
@@ -90,7 +102,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The callback imports transformers; load it only when asked for.
-    if name == "EvaluationCallback":
-        return importlib.import_module(".callback", __name__).EvaluationCallback
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

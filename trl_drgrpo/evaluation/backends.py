@@ -1,4 +1,5 @@
-"""Generation backends: the protocol ``evaluate`` needs, stop handling, transformers ``generate``."""
+"""Generation backends: the protocol ``evaluate`` needs, stop handling, transformers ``generate``, and the choice
+of backend (``make_backend``; the vLLM one lives in ``vllm_backend``)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,17 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
 from ..templates import DEFAULT_ENDINGS, Template
+from .generation import Generation, check_sampling, split_special_stops
 
 logger = logging.getLogger(__name__)
 
-
 BACKENDS = ("auto", "vllm", "transformers")
 CHAT_END = "<|im_end|>"  # the Qwen-Math chat end-of-turn marker (a stop token only under endings="chat_end")
-
-
-class Generation(NamedTuple):
-    """One generated sample: its text (ending with the stop string if one ended it), its length in
-    tokens and whether it ended by itself (EOS or stop string) rather than by the token budget."""
-
-    text: str
-    num_tokens: int
-    finished: bool
 
 
 class GenerationBackend(Protocol):
@@ -55,16 +47,6 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
         if i >= 0 and (best < 0 or i + len(s) < best):
             best = i + len(s)
     return (text[:best], True) if best >= 0 else (text, False)
-
-
-def split_special_stops(tokenizer: Any, stop: Sequence[str]) -> tuple[list[int], list[str]]:
-    """Split ``stop`` into token ids of single added/special tokens (e.g. ``<|im_end|>``) and plain strings.
-
-    Special tokens are dropped from decoded text, so they can only end generation as token ids.
-    """
-    added = tokenizer.get_added_vocab() if hasattr(tokenizer, "get_added_vocab") else {}
-    ids = [added[s] for s in stop if s in added]
-    return ids, [s for s in stop if s and s not in added]
 
 
 def effective_stops(
@@ -162,7 +144,7 @@ class TransformersBackend:
         """Generate ``n`` samples per prompt (greedy, computed once and repeated, when temperature is 0)."""
         import torch
 
-        _check_sampling(n, temperature, top_p, max_tokens)
+        check_sampling(n, temperature, top_p, max_tokens)
         greedy = temperature == 0
         per_prompt = 1 if greedy else n
         torch.manual_seed(seed)
@@ -222,17 +204,6 @@ def _left_padding_copy(tokenizer: Any) -> Any:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def _check_sampling(n: int, temperature: float, top_p: float, max_tokens: int) -> None:
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
 
 
 def vllm_platform() -> str | None:

@@ -14,8 +14,9 @@ from tqdm.auto import tqdm
 
 from ..data import check_model_source
 from ..templates import DEFAULT_ENDINGS, Template, get_template
-from .backends import GenerationBackend, _check_sampling, effective_stops, make_backend, resolve_backend
+from .backends import GenerationBackend, effective_stops, make_backend, resolve_backend
 from .benchmarks import load_benchmark, resolve_benchmarks
+from .generation import check_sampling
 from .provenance import add_provenance
 from .report import SAMPLES_FILE, append_jsonl, check_output_dir, start_output_dir, write_results
 from .scoring import Problem, build_summary, generate_and_grade, shared_grader
@@ -139,7 +140,7 @@ def evaluate(
     names = resolve_benchmarks(benchmarks)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
-    _check_sampling(n, temperature, top_p, max_tokens)
+    check_sampling(n, temperature, top_p, max_tokens)
     backend_name = resolve_backend(backend) if backend is None or isinstance(backend, str) else None
     max_model_len = max_model_len or None
     config = {

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .backends import Generation, _check_sampling, split_special_stops
+from .generation import Generation, check_sampling, split_special_stops
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class VLLMBackend:
     ) -> list[list[Generation]]:
         """Generate ``n`` samples per prompt with vLLM (greedy when temperature is 0); ``seed``: one for all
         prompts, or one per prompt (each request then samples from its own seeded generator)."""
-        _check_sampling(n, temperature, top_p, max_tokens)
+        check_sampling(n, temperature, top_p, max_tokens)
         stop_ids, stop = split_special_stops(self._tokenizer(), stop)
         params = dict(
             n=n,

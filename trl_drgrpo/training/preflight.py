@@ -109,8 +109,34 @@ def option_values(argv: Sequence[str], name: str) -> list[str] | None:
     return values
 
 
+def preflight_evaluate(argv: Sequence[str]) -> None:
+    """``evaluate``'s early step: with the Hub unreachable it goes offline (``trl_drgrpo.assets``)."""
+    from ..assets import BENCHMARKS, evaluation_assets, go_offline_if_unreachable
+
+    if any(a in ("-h", "--help") for a in argv) or option_values(argv, "merge") is not None:
+        return
+    try:
+        config_path = option_values(argv, "config")
+        config = read_config(config_path[0]) if config_path else {}
+    except PreflightError:  # reported by the command's own parser
+        config = {}
+
+    def value(name: str, default: Any = None) -> Any:
+        given = option_values(argv, name)
+        return given[0] if given else config.get(name, default)
+
+    benchmarks = value("benchmarks", ",".join(BENCHMARKS))
+    try:
+        go_offline_if_unreachable(
+            evaluation_assets(value("model"), benchmarks, value("data"), value("revision"))
+        )
+    except ValueError:  # an unknown benchmark: reported by the command itself
+        pass
+
+
 def preflight_train(argv: Sequence[str]) -> None:
-    """Fast checks of a training command line: the recipe file is readable and its trackers are installed."""
+    """Fast checks of a training command line: the recipe file is readable, its trackers are installed, and offline
+    (or with the Hub unreachable) what it loads from the Hub is in the cache (``trl_drgrpo.assets``)."""
     config: dict[str, Any] = {}
     config_path = option_values(argv, "config")
     if config_path is not None:
@@ -121,3 +147,21 @@ def preflight_train(argv: Sequence[str]) -> None:
     if report_to is None:
         report_to = config.get("report_to")
     check_trackers(report_to)
+    from ..assets import (
+        ASSET_OPTIONS,
+        check_offline,
+        go_offline_if_unreachable,
+        local_path_missing,
+        recipe_assets,
+    )
+
+    for name in ASSET_OPTIONS:  # the command line overrides the recipe
+        given = option_values(argv, name)
+        if given:
+            config[name] = given[0]
+    assets = recipe_assets(config)
+    go_offline_if_unreachable(assets)
+    if not local_path_missing(*(config.get(k) for k in ("model_name_or_path", "dataset_name", "eval_data"))):
+        check_offline(
+            assets, "trl-drgrpo train"
+        )  # offline: what is not cached, in one line, before the imports

@@ -9,6 +9,9 @@ Usage:
 
 ``trl-drgrpo evaluate`` runs the same. ``summary.json`` records what ran: library versions, the model's revision,
 the benchmark data's fingerprints, the grader and its settings, and a standard error per benchmark.
+
+Like ``train``, this entry point sits above the subpackages: ``--merge`` uses the analysis toolkit's Table 1,
+which the ``evaluation`` subpackage itself never imports.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from pathlib import Path
 
 from trl import TrlParser
 
-from .report import atomic_write_text
-from .run import EvaluationArguments, evaluate
+from .assets import check_offline, evaluation_assets, local_path_missing
+from .evaluation.report import atomic_write_text
+from .evaluation.run import EvaluationArguments, evaluate
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 USAGE = (
@@ -41,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict | str:
         args.dtype = None  # the checkpoint's own dtype, recorded as such
     if args.merge:
         # the Table 1 layout lives in the analysis toolkit (`trl-drgrpo analyze templates`)
-        from ..analysis.templates_table import merge_table
+        from .analysis.templates_table import merge_table
 
         table = merge_table(args.merge)
         if args.output:
@@ -52,12 +56,15 @@ def main(argv: list[str] | None = None) -> dict | str:
     missing = [name for name in ("model", "output_dir") if getattr(args, name) is None]
     if missing:
         parser.error(f"missing required argument(s): {', '.join('--' + m for m in missing)}")
+    if not local_path_missing(args.model, args.data):
+        assets = evaluation_assets(args.model, args.benchmarks, args.data, args.revision)
+        check_offline(assets, "trl-drgrpo evaluate")
     summary = evaluate(**args.to_kwargs())
     print((Path(args.output_dir) / "results.md").read_text(), end="")
     return summary
 
 
 if __name__ == "__main__":
-    from ..cli import run
+    from .cli import run
 
     sys.exit(run("evaluate", sys.argv[1:]))
