@@ -281,6 +281,44 @@ def test_same_update_with_adaptive_entropy_after_the_first_step(tmp_path, model_
     assert coefs[0] > 0, "the entropy bonus must be on after the first step"
 
 
+#: Logged values that are not TRL's training metrics (timings) or are this project's own.
+NOT_COMPARED = {"step_time", "train_runtime", "train_samples_per_second", "train_steps_per_second"}
+
+
+def _assert_trl_metrics(trl, ours, rows_left_out: bool) -> None:
+    """Every metric TRL logged, ours logged with TRL's value (`entropy` renamed where rows are left out)."""
+    theirs = [h for h in trl.state.log_history if "loss" in h]
+    mine = [h for h in ours.state.log_history if "loss" in h]
+    assert len(theirs) == len(mine) == 4
+    for step, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+        for key, value in b.items():
+            if key in NOT_COMPARED:
+                continue
+            if key == "entropy" and rows_left_out:
+                assert key not in a and 0 < a["drgrpo/trained_entropy"], (step, a)
+                continue
+            assert a[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (step, key, a[key], value)
+
+
+def test_trl_metrics_with_forced_clipping(tmp_path, model_and_tokenizer):
+    """A small clipping range and two passes per rollout: the second pass clips; every logged metric is TRL's
+    (clip ratios over TRL's micro-batches, left-out zero-advantage rows counted as unclipped tokens)."""
+    trl, ours, trl_shapes, our_shapes = _compare(
+        tmp_path, model_and_tokenizer, num_iterations=2, epsilon=0.02, learning_rate=0.5
+    )
+    _assert_savings(trl_shapes, our_shapes)
+    clipped = [h["clip_ratio/region_mean"] for h in trl.state.log_history if "clip_ratio/region_mean" in h]
+    assert max(clipped) > 0.05, clipped
+    _assert_trl_metrics(trl, ours, rows_left_out=True)
+
+
+def test_trl_metrics_with_kl_and_grouping(tmp_path, model_and_tokenizer):
+    """beta > 0: no row left out, micro-batches grouped by length: `entropy` and `kl` are TRL's values."""
+    trl, ours, *_ = _compare(tmp_path, model_and_tokenizer, beta=0.5, num_iterations=2, epsilon=0.02)
+    assert ours._group_rows and not ours._skip_zero_rows
+    _assert_trl_metrics(trl, ours, rows_left_out=False)
+
+
 def test_switch_off_is_trl_bit_for_bit(tmp_path, model_and_tokenizer):
     trl, ours, trl_shapes, our_shapes = _compare(
         tmp_path, model_and_tokenizer, exact=True, gradient_tokens_only=False
