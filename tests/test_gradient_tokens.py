@@ -172,6 +172,73 @@ def absolute_positions_model(tiny_model_dir, tmp_path_factory):
     return AutoModelForCausalLM.from_pretrained(path), tok
 
 
+def _saved_model(tmp_path_factory, tiny_model_dir, name: str, make):
+    """A tiny random model built by ``make(tokenizer)`` (seeded), saved and loaded back with its tokenizer."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    model = make(tok)
+    path = tmp_path_factory.mktemp(name)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return AutoModelForCausalLM.from_pretrained(path), tok
+
+
+@pytest.fixture(scope="module")
+def mask_positions_model(tiny_model_dir, tmp_path_factory):
+    """A tiny OPT: its positions are ``cumsum(attention_mask) - 1`` (the first real token of a left-padded row
+    is position 0), not ``arange`` over the columns."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    def make(tok):
+        config = OPTConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            word_embed_proj_dim=32,
+            ffn_dim=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=128,
+            dropout=0.0,
+            attention_dropout=0.0,
+            activation_dropout=0.0,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            bos_token_id=tok.eos_token_id,
+        )
+        return OPTForCausalLM(config)
+
+    return _saved_model(tmp_path_factory, tiny_model_dir, "opt", make)
+
+
+#: Original context of the dynamic-RoPE model: below TRL's padded width (longest prompt 30 + budget 16), above
+#: the width of a micro-batch whose responses are short, so cutting right padding would change the frequencies.
+DYNAMIC_ROPE_CONTEXT = 40
+
+
+@pytest.fixture(scope="module")
+def dynamic_rope_model(tiny_model_dir, tmp_path_factory):
+    """A tiny Llama with dynamic NTK RoPE: its frequencies follow max(position_ids) + 1 beyond its context."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def make(tok):
+        config = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=DYNAMIC_ROPE_CONTEXT,
+            rope_parameters={"rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0},
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            bos_token_id=tok.eos_token_id,
+        )
+        return LlamaForCausalLM(config)
+
+    return _saved_model(tmp_path_factory, tiny_model_dir, "dynamic_rope", make)
+
+
 def _compare(tmp_path, model_and_tokenizer, peft_config=None, exact=False, **options):
     runs = [
         _train(t, c, model_and_tokenizer, tmp_path / c.__name__, peft_config=peft_config, **options)
@@ -236,6 +303,26 @@ def test_same_update_with_absolute_position_embeddings(tmp_path, absolute_positi
     """The kept tokens keep TRL's positions (the trimmed left-padding's offset is passed to the model)."""
     _, _, trl_shapes, our_shapes = _compare(tmp_path, absolute_positions_model)
     _assert_savings(trl_shapes, our_shapes)
+
+
+def test_same_update_with_positions_from_the_attention_mask(tmp_path, mask_positions_model):
+    """OPT's default positions count real tokens (cumsum of the mask): the check forward finds it and the trimmed
+    batch keeps the model's own positions (no arange offset)."""
+    _, ours, trl_shapes, our_shapes = _compare(tmp_path, mask_positions_model)
+    _assert_savings(trl_shapes, our_shapes)
+    assert ours._positions == "mask" and any("attention mask" in note for note in ours._notes)
+
+
+def test_same_update_with_dynamic_rope(tmp_path, dynamic_rope_model):
+    """Dynamic NTK RoPE: right padding is kept (the longest position stays TRL's), prompt padding and rows are cut."""
+    _, ours, trl_shapes, our_shapes = _compare(tmp_path, dynamic_rope_model)
+    assert ours._trim_left and not ours._trim_right and any("rope_type" in note for note in ours._notes)
+    assert all(o[2] == t[2] for o, t in zip(our_shapes, trl_shapes, strict=True))
+    assert any(o[1] < t[1] for o, t in zip(our_shapes, trl_shapes, strict=True)), "no prompt padding trimmed"
+    assert any(r < GROUP for r, *_ in our_shapes), "no row left out"
+    trl_width = max(p + c for _, p, c, *_ in trl_shapes)
+    short = min(t[1] + o[4] for o, t in zip(our_shapes, trl_shapes, strict=True))  # width if right-trimmed
+    assert short < DYNAMIC_ROPE_CONTEXT < trl_width, "the workload must cross the context (else trimming is exact)"
 
 
 def test_same_update_with_two_passes_per_rollout(tmp_path, model_and_tokenizer):
@@ -317,6 +404,72 @@ def test_trl_metrics_with_kl_and_grouping(tmp_path, model_and_tokenizer):
     trl, ours, *_ = _compare(tmp_path, model_and_tokenizer, beta=0.5, num_iterations=2, epsilon=0.02)
     assert ours._group_rows and not ours._skip_zero_rows
     _assert_trl_metrics(trl, ours, rows_left_out=False)
+
+
+def _bf16_run(trainer_cls, config_cls, model_and_tokenizer, tmp_path, bf16: bool):
+    """Train 1 optimizer step (3 micro-batches of a 6-micro-batch rollout, so TRL computes
+    old_per_token_logps at generation time); return the step's gradient and, per micro-batch, the largest
+    |log-prob - old log-prob| over its tokens (0: a ratio of exactly 1)."""
+    model, tok = model_and_tokenizer
+    recorder = GradientRecorder()
+    trainer = trainer_cls(
+        model=copy.deepcopy(model),
+        reward_funcs=[parity_reward, odd_reward],
+        args=_args(config_cls, tmp_path, bf16=bf16, max_steps=1),
+        train_dataset=Dataset.from_dict({"prompt": PROMPTS}),
+        processing_class=tok,
+        rollout_func=varied_rollout,
+        callbacks=[recorder],
+    )
+    recorder.model = trainer.model
+    deviations, current = [], {}
+    inner_loss, inner_logps = trainer._compute_loss, trainer._get_per_token_logps_and_entropies
+
+    def loss(model, inputs):
+        current["inputs"] = inputs
+        try:
+            return inner_loss(model, inputs)
+        finally:
+            current.clear()
+
+    def logps(*args, **kwargs):
+        out = inner_logps(*args, **kwargs)
+        if current:
+            inputs = current["inputs"]
+            gap = (out[0].detach().float() - inputs["old_per_token_logps"].float()).abs()
+            deviations.append(float((gap * inputs["completion_mask"]).max()))
+        return out
+
+    trainer._compute_loss, trainer._get_per_token_logps_and_entropies = loss, logps
+    torch.manual_seed(0)
+    trainer.train()
+    (grads,) = recorder.steps
+    return torch.cat([g.flatten().double() for g in grads.values()]), deviations
+
+
+def test_bf16_first_pass_ratio_is_one_and_gradient_within_bf16_rounding(tmp_path, model_and_tokenizer):
+    """bf16 (CPU autocast): TRL's first pass over a rollout has a ratio of exactly 1 (old log-probs computed
+    with its training shapes); so does the trimmed path (old log-probs recomputed with the trimmed shapes).
+    Tolerance of the gradient: two bf16 evaluations of the same gradient differ by at most the sum of their
+    errors, each of the size of TRL's own bf16 error (against fp32): we allow 2x TRL's, measured here."""
+    runs = {
+        name: _bf16_run(t, c, model_and_tokenizer, tmp_path / name, bf16)
+        for name, t, c, bf16 in (
+            ("trl32", GRPOTrainer, GRPOConfig, False),
+            ("trl16", GRPOTrainer, GRPOConfig, True),
+            ("ours16", DrGRPOTrainer, DrGRPOConfig, True),
+        )
+    }
+    (g32, _), (g_trl, dev_trl), (g_ours, dev_ours) = runs["trl32"], runs["trl16"], runs["ours16"]
+    trl_error = ((g_trl - g32).norm() / g32.norm()).item()
+    ours_vs_trl = ((g_ours - g_trl).norm() / g_trl.norm()).item()
+    print(f"bf16: gradient TRL vs fp32 {trl_error:.3g}, ours vs TRL {ours_vs_trl:.3g}; first pass max |dlogp|")
+    print(f"  TRL {max(dev_trl)}, ours {max(dev_ours)}")
+    assert len(dev_trl) == len(dev_ours) == 3
+    assert max(dev_trl) == 0.0, dev_trl  # TRL's property
+    assert max(dev_ours) == 0.0, dev_ours
+    assert 0 < trl_error < 0.1
+    assert ours_vs_trl <= 2 * trl_error
 
 
 def test_switch_off_is_trl_bit_for_bit(tmp_path, model_and_tokenizer):

@@ -109,12 +109,11 @@ class GradientTokensMixin:
         unsupported = batching.unsupported_keys(inputs)
         if unsupported:
             self._note(f"micro-batches are not grouped by length: cannot reorder {unsupported}")
-            return inputs
-        for index, batch in enumerate(self._buffered_inputs):
-            batch[SLICE_KEY] = torch.full(
-                (batching.row_count(batch),), index, device=batch["advantages"].device
-            )
-        if self._group_rows:
+        else:
+            for index, batch in enumerate(self._buffered_inputs):
+                rows = batching.row_count(batch)
+                batch[SLICE_KEY] = torch.full((rows,), index, device=batch["advantages"].device)
+        if self._group_rows and not unsupported:
             keys = batching.step_keys(
                 self._step,
                 self.args.steps_per_generation,
@@ -122,7 +121,50 @@ class GradientTokensMixin:
                 self.args.gradient_accumulation_steps,
             )
             self._buffered_inputs = batching.group_by_length(self._buffered_inputs, keys)
+        if "old_per_token_logps" in inputs:  # the same on every process (TRL's settings): collectives pair
+            self._old_logps_as_trained()
         return self._buffered_inputs[self._step % self.args.steps_per_generation]
+
+    def _old_logps_as_trained(self) -> None:
+        """TRL's ``old_per_token_logps`` of the rows and columns each micro-batch will train, recomputed with the
+        shapes of that training forward (as TRL's own are computed with its training shapes).
+
+        TRL computes them at generation time, in chunks of ``per_device_train_batch_size`` rows at the generation
+        batch's width: the shape of its training forward, so its first pass over a rollout has a ratio of exactly
+        1 in any arithmetic. The trimmed forward has other shapes (other kernels, other rounding: in bf16 the
+        per-token log-probs differ by up to a few percent); recomputing them with the trimmed batch restores the
+        exact 1. Rows left out keep TRL's values (never read); micro-batches trained whole keep TRL's.
+        """
+        if self._positions is None:
+            self._check_positions(self.model)
+        slices = self._buffered_inputs
+        decisions = self._agree_all(slices)
+        with torch.no_grad():
+            for index, (batch, (whole, keep)) in enumerate(zip(slices, decisions, strict=True)):
+                if whole:  # trained whole by TRL's path: TRL's values have its shapes already
+                    continue
+                trained, _ = self._rows_to_train(batch, keep)
+                part, offset = batching.trim_padding(
+                    batching.select_rows(batch, trained), left=self._trim_left, right=self._trim_right
+                )
+                with position_offset(self.model, offset if self._positions == "arange" else 0):
+                    logps = self._training_logps(part)
+                old = batch["old_per_token_logps"].clone()
+                old[trained.to(old.device), : logps.size(1)] = logps.to(old.dtype)
+                slices[index] = {**batch, "old_per_token_logps": old}
+
+    def _training_logps(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Per-token log-probs of `batch` computed as TRL's ``_compute_loss`` computes them (one chunk)."""
+        completion_ids = batch["completion_ids"]
+        logps, _, _ = self._get_per_token_logps_and_entropies(
+            self.model,
+            torch.cat([batch["prompt_ids"], completion_ids], dim=1),
+            torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1),
+            completion_ids.size(1),
+            compute_entropy=True,
+            compute_aux_loss=self.aux_loss_enabled,
+        )
+        return logps
 
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
         out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
@@ -143,12 +185,7 @@ class GradientTokensMixin:
             self._step_tokens.append((1.0, 1.0))
             self._end_micro_batch()
             return loss
-        rows = batching.row_count(inputs)
-        trained, weight = torch.arange(rows, device=inputs["advantages"].device), 1.0
-        if keep < rows:
-            lengths = inputs["prompt_mask"].sum(1) + inputs["completion_mask"].sum(1)
-            trained = batching.rows_to_train(inputs["advantages"], lengths, keep)
-            weight = keep / rows
+        trained, weight = self._rows_to_train(inputs, keep)
         batch, offset = batching.trim_padding(
             batching.select_rows(inputs, trained), left=self._trim_left, right=self._trim_right
         )
@@ -175,6 +212,11 @@ class GradientTokensMixin:
             self._note(
                 "the model takes positions from the attention mask (checked): no position ids are passed"
             )
+        elif self._positions == "ignored":
+            self._trim_left = False
+            self._note(
+                "prompt padding is not trimmed: the model ignores the position ids it is given (check forward)"
+            )
         elif self._positions == "unknown":
             self._trim_left = self._trim_right = False
             self._note(
@@ -182,18 +224,34 @@ class GradientTokensMixin:
                 "attention mask (check forward), so cut columns could move the kept tokens"
             )
 
-    def _agree(self, inputs: dict[str, Any]) -> tuple[bool, int]:
-        """One collective for every process: train the micro-batch whole (TRL's path) if any process cannot slice
-        its micro-batch, else the number of rows each process trains (the largest count with a signal)."""
-        whole = bool(batching.unsupported_keys(inputs))
-        signal = int(batching.nonzero_rows(inputs["advantages"]).sum()) if self._skip_zero_rows else None
+    def _decision(self, inputs: dict[str, Any]) -> list[int]:
+        """This process's [whole (cannot slice), rows it needs to train (all, or those with a signal)]."""
         rows = batching.row_count(inputs)
-        local = torch.tensor(
-            [int(whole), rows if signal is None else max(signal, 1)], device=self.accelerator.device
-        )
+        signal = int(batching.nonzero_rows(inputs["advantages"]).sum()) if self._skip_zero_rows else rows
+        return [int(bool(batching.unsupported_keys(inputs))), max(signal, 1)]
+
+    def _agree_all(self, batches: list[dict[str, Any]]) -> list[tuple[bool, int]]:
+        """One collective for every process: per micro-batch, train it whole (TRL's path) if any process cannot
+        slice its own, else the number of rows each process trains (the largest count with a signal)."""
+        local = torch.tensor([self._decision(b) for b in batches], device=self.accelerator.device)
         if self.accelerator.num_processes > 1:
             local = self.accelerator.gather(local.unsqueeze(0)).amax(0)
-        return bool(local[0]), min(int(local[1]), rows)
+        return [
+            (bool(whole), min(int(keep), batching.row_count(b)))
+            for (whole, keep), b in zip(local.tolist(), batches, strict=True)
+        ]
+
+    def _agree(self, inputs: dict[str, Any]) -> tuple[bool, int]:
+        return self._agree_all([inputs])[0]
+
+    @staticmethod
+    def _rows_to_train(inputs: dict[str, Any], keep: int) -> tuple[torch.Tensor, float]:
+        """The rows to run (all rows' signal rows, then the shortest fillers) and the loss weight keep / rows."""
+        rows = batching.row_count(inputs)
+        if keep >= rows:
+            return torch.arange(rows, device=inputs["advantages"].device), 1.0
+        lengths = inputs["prompt_mask"].sum(1) + inputs["completion_mask"].sum(1)
+        return batching.rows_to_train(inputs["advantages"], lengths, keep), keep / rows
 
     def _record_rows(
         self,

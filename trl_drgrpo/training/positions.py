@@ -13,16 +13,18 @@ from typing import Literal
 
 import torch
 
-PositionRule = Literal["arange", "mask"]
+PositionRule = Literal["arange", "mask", "ignored"]
 
 
 def position_rule(model: torch.nn.Module, vocab_size: int, device: torch.device) -> PositionRule | None:
     """The model's default position rule, or None when it is neither (then no column may be cut).
 
-    Four forwards of a tiny left-padded batch, all of the same shape: without position ids (twice, for the run-
-    to-run noise), with ``arange`` ids and with ``cumsum(mask) - 1`` ids. A rule matches when its logits at the
-    real tokens equal the default's within that noise (0 on deterministic hardware). Runs in eval mode (no
-    dropout); every process must call it (a sharded model gathers its weights in the forward).
+    Forwards of a tiny left-padded batch, all of the same shape: without position ids (twice, for the run-to-run
+    noise), with ``arange`` ids and with ``cumsum(mask) - 1`` ids. A rule matches when its logits at the real
+    tokens equal the default's within that noise (0 on deterministic hardware). ``ignored``: ``arange`` matches
+    but so do shifted ids (the model does not use the ids it is given, so a cut left column could still move
+    positions it computes itself). Runs in eval mode (no dropout); every process must call it (a sharded model
+    gathers its weights in the forward).
     """
     mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1, 1, 1]], device=device)
     ids = (torch.arange(mask.numel(), device=device).view_as(mask) * 7 + 3) % max(vocab_size, 1)
@@ -41,10 +43,9 @@ def position_rule(model: torch.nn.Module, vocab_size: int, device: torch.device)
 
             default = logits(None)
             noise = (logits(None) - default).abs().max()
-            for rule, positions in (("arange", arange), ("mask", cumsum)):
-                if (logits(positions) - default).abs().max() <= noise:
-                    return rule
-            return None
+            if (logits(arange) - default).abs().max() <= noise:
+                return "ignored" if (logits(arange + 1) - default).abs().max() <= noise else "arange"
+            return "mask" if (logits(cumsum) - default).abs().max() <= noise else None
     finally:
         model.train(training)
 
