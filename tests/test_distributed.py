@@ -114,21 +114,6 @@ def test_deepspeed_zero3_two_processes_match_one(workload, single_process):
     )
 
 
-def test_ddp_with_a_key_only_one_rank_cannot_slice(workload, single_process):
-    """Rank 1's micro-batches carry a key gradient_tokens_only cannot slice (as TRL's image keys on the ranks
-    with images): both ranks train them whole (one agreed decision), and the run is TRL's."""
-    runs = _train(
-        workload,
-        "odd_key",
-        _accelerate("cpu_ddp.yaml"),
-        4,
-        script=REPO / "tests" / "distributed" / "odd_key_train.py",
-        timeout=300,
-    )
-    _assert_same_steps(single_process, runs)
-    assert all(h["drgrpo/trained_token_fraction"] == 1.0 for h in runs)  # rank 0 trained whole too
-
-
 # A rank whose whole micro-batch has advantage 0 (tests/distributed/rollouts.py: flat_rank_rollout): it still runs
 # forward/backward (one zero-weight row per kept row of the other rank), so the collectives match.
 @pytest.fixture(scope="module")
@@ -165,3 +150,19 @@ def test_deepspeed_zero3_with_an_all_zero_advantage_rank(flat_rank_workload, fla
     runs = _train(flat_rank_workload, "zero3", _accelerate("cpu_zero3.yaml"), 8)
     _assert_same_steps(flat_rank_single, runs)
     assert all(h["drgrpo/trained_token_fraction"] < 0.6 for h in runs)
+
+
+def test_ddp_with_a_key_only_one_rank_cannot_slice(flat_rank_workload, flat_rank_single):
+    """Rank 1's micro-batches carry a key gradient_tokens_only cannot slice (as TRL's image keys on the ranks
+    with images): both ranks train them whole (one agreed decision), and the run is TRL's. Rank 0 alone would
+    leave out its zero-advantage rows."""
+    runs = _train(
+        flat_rank_workload,
+        "odd_key",
+        _accelerate("cpu_ddp.yaml"),
+        8,
+        script=REPO / "tests" / "distributed" / "odd_key_train.py",
+        timeout=300,
+    )
+    _assert_same_steps(flat_rank_single, runs)
+    assert all(h["drgrpo/trained_token_fraction"] == 1.0 for h in runs)  # rank 0 trained whole too

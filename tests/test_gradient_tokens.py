@@ -11,6 +11,7 @@ The pure functions of `training/batching.py` are tested on their own at the end.
 from __future__ import annotations
 
 import copy
+import math
 import random
 import zlib
 
@@ -322,7 +323,9 @@ def test_same_update_with_dynamic_rope(tmp_path, dynamic_rope_model):
     assert any(r < GROUP for r, *_ in our_shapes), "no row left out"
     trl_width = max(p + c for _, p, c, *_ in trl_shapes)
     short = min(t[1] + o[4] for o, t in zip(our_shapes, trl_shapes, strict=True))  # width if right-trimmed
-    assert short < DYNAMIC_ROPE_CONTEXT < trl_width, "the workload must cross the context (else trimming is exact)"
+    assert short < DYNAMIC_ROPE_CONTEXT < trl_width, (
+        "the workload must cross the context (else trimming is exact)"
+    )
 
 
 def test_same_update_with_two_passes_per_rollout(tmp_path, model_and_tokenizer):
@@ -463,7 +466,9 @@ def test_bf16_first_pass_ratio_is_one_and_gradient_within_bf16_rounding(tmp_path
     (g32, _), (g_trl, dev_trl), (g_ours, dev_ours) = runs["trl32"], runs["trl16"], runs["ours16"]
     trl_error = ((g_trl - g32).norm() / g32.norm()).item()
     ours_vs_trl = ((g_ours - g_trl).norm() / g_trl.norm()).item()
-    print(f"bf16: gradient TRL vs fp32 {trl_error:.3g}, ours vs TRL {ours_vs_trl:.3g}; first pass max |dlogp|")
+    print(
+        f"bf16: gradient TRL vs fp32 {trl_error:.3g}, ours vs TRL {ours_vs_trl:.3g}; first pass max |dlogp|"
+    )
     print(f"  TRL {max(dev_trl)}, ours {max(dev_ours)}")
     assert len(dev_trl) == len(dev_ours) == 3
     assert max(dev_trl) == 0.0, dev_trl  # TRL's property
@@ -588,3 +593,67 @@ def test_each_saving_only_where_exact(tmp_path, model_and_tokenizer, options, sk
     assert trainer._trim_batches == options.get("gradient_tokens_only", True)
     notes = " ".join(trainer._notes)
     assert (reason in notes) if reason else not notes
+
+
+def test_position_rule_is_found_by_a_check_forward(
+    model_and_tokenizer, absolute_positions_model, mask_positions_model
+):
+    from trl_drgrpo.training.positions import length_dependent_rope, position_rule
+
+    cpu = torch.device("cpu")
+    assert position_rule(model_and_tokenizer[0], 512, cpu) == "arange"  # Qwen2 (RoPE)
+    assert position_rule(absolute_positions_model[0], 512, cpu) == "arange"  # GPT-2 (learned, absolute)
+    assert position_rule(mask_positions_model[0], 512, cpu) == "mask"  # OPT (cumsum of the mask)
+
+    class Ignores(torch.nn.Module):  # positions from its own arange, whatever it is given
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(512, 4)
+            self.position = torch.nn.Embedding(16, 4)
+
+        def forward(self, input_ids, attention_mask, position_ids=None):
+            hidden = self.embed(input_ids) + self.position(torch.arange(input_ids.size(1)))
+            return type("Out", (), {"logits": hidden})
+
+    class Reversed(Ignores):  # positions counted from the right: neither rule
+        def forward(self, input_ids, attention_mask, position_ids=None):
+            if position_ids is None:
+                position_ids = torch.arange(input_ids.size(1)).flip(0)
+            return type("Out", (), {"logits": self.embed(input_ids) + self.position(position_ids)})
+
+    assert position_rule(Ignores(), 512, cpu) == "ignored"
+    assert position_rule(Reversed(), 512, cpu) is None
+    assert length_dependent_rope(model_and_tokenizer[0]) == []
+
+
+def test_token_metrics_count_left_out_rows_as_unclipped():
+    from trl_drgrpo.training import token_metrics as tm
+
+    batch = _batch([2, 2, 2], [3, 2, 0], [1.0, 0.0, -1.0])
+    old = torch.zeros(3, 8)
+    batch["old_per_token_logps"] = old
+    logps = torch.zeros(3, 8)
+    logps[0, :2] = 0.5  # ratio e^0.5 > 1 + eps on 2 of row 0's 3 tokens (positive advantage: clipped)
+    run = torch.tensor([0, 2])
+    stats = tm.untrained_row_stats(batch, "token")
+    stats[run] = tm.row_stats(
+        logps[run],
+        torch.ones(2, 8),
+        batching.select_rows(batch, run),
+        epsilon_low=0.2,
+        epsilon_high=0.2,
+        delta=None,
+        level="token",
+        beta=0.0,
+        bias_correction_kl=False,
+        entropy_rows=torch.tensor([True, True]),
+    )
+    merged = tm.merge(tm.per_batch(torch.tensor([0, 0, 1]), stats, 3).unsqueeze(0).repeat(2, 1, 1))
+    values = tm.logged_values(merged[0], clip=True, kl=False, entropy_name="entropy")
+    assert values["clip_ratio/high_mean"] == pytest.approx(2 / 5)  # row 1's 2 tokens count, unclipped
+    assert values["clip_ratio/high_max"] == pytest.approx(2 / 3) and values["clip_ratio/low_min"] == 0.0
+    assert values["entropy"] == 1.0  # only rows run (left-out rows: weight 0)
+    assert math.isnan(
+        tm.logged_values(merged[1], clip=True, kl=False, entropy_name="entropy")["clip_ratio/low_min"]
+    )
+    assert merged[2, tm.PRESENT] == 0  # no row: nothing logged for it
