@@ -92,6 +92,8 @@ def _assert_same_steps(reference: list[dict], other: list[dict]) -> None:
         assert got["loss"] == pytest.approx(ref["loss"], abs=1e-6), (ref, got)
         assert got["grad_norm"] == pytest.approx(ref["grad_norm"], rel=1e-5, abs=1e-7), (ref, got)
         assert got.get("reward") == pytest.approx(ref.get("reward"), abs=1e-7)
+        clip = [key for key in ref if key.startswith("clip_ratio/")]
+        assert clip and all(got[key] == pytest.approx(ref[key], abs=1e-6) for key in clip), (ref, got)
 
 
 def test_ddp_two_processes_match_one(workload, single_process):

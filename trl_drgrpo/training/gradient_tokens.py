@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from transformers.utils import logging
+from trl.models.utils import disable_gradient_checkpointing
 
 from . import batching, token_metrics
 from .positions import length_dependent_rope, position_rule
@@ -139,7 +140,8 @@ class GradientTokensMixin:
             self._check_positions(self.model)
         slices = self._buffered_inputs
         decisions = self._agree_all(slices)
-        with torch.no_grad():
+        checkpointing = disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs)
+        with torch.no_grad(), checkpointing:  # as TRL's own no-grad forwards
             for index, (batch, (whole, keep)) in enumerate(zip(slices, decisions, strict=True)):
                 if whole:  # trained whole by TRL's path: TRL's values have its shapes already
                     continue
