@@ -154,23 +154,21 @@ def absolute_positions_model(tiny_model_dir, tmp_path_factory):
     changes its outputs, whereas RoPE models are almost invariant to the shift."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=len(tok),
-        n_positions=128,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-    )
-    config.pad_token_id, config.eos_token_id = tok.pad_token_id, tok.eos_token_id
-    path = tmp_path_factory.mktemp("gpt2")
-    GPT2LMHeadModel(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return AutoModelForCausalLM.from_pretrained(path), tok
+    def make(tok):
+        config = GPT2Config(
+            vocab_size=len(tok),
+            n_positions=128,
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+        config.pad_token_id, config.eos_token_id = tok.pad_token_id, tok.eos_token_id
+        return GPT2LMHeadModel(config)
+
+    return _saved_model(tmp_path_factory, tiny_model_dir, "gpt2", make)
 
 
 def _saved_model(tmp_path_factory, tiny_model_dir, name: str, make):

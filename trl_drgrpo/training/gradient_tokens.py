@@ -182,7 +182,8 @@ class GradientTokensMixin:
             self._check_positions(model)
         whole, keep = self._agree(inputs)
         if whole:
-            self._note(f"micro-batches are trained whole: cannot slice {batching.unsupported_keys(inputs)}")
+            keys = batching.unsupported_keys(inputs) or "another process's"
+            self._note(f"micro-batches are trained whole (on every process): cannot slice keys {keys}")
             loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             self._step_tokens.append((1.0, 1.0))
             self._end_micro_batch()
