@@ -87,6 +87,7 @@ class GradientTokensMixin:
         self._step_rows: list[tuple[torch.Tensor, torch.Tensor]] = []  # (TRL micro-batch id, counts) per row
         self._step_tokens: list[tuple[float, float]] = []  # (trained, TRL's) tokens per micro-batch
         self._captured: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._defer_old_logps = self._deferred = False
         if on and skip_reasons:
             self._note("zero-advantage rows are trained (not exact to leave out): " + "; ".join(skip_reasons))
         if on and group_reasons:
@@ -143,12 +144,16 @@ class GradientTokensMixin:
         checkpointing = disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs)
         with torch.no_grad(), checkpointing:  # as TRL's own no-grad forwards
             for index, (batch, (whole, keep)) in enumerate(zip(slices, decisions, strict=True)):
-                if whole:  # trained whole by TRL's path: TRL's values have its shapes already
+                if whole and not self._deferred:  # trained whole by TRL's path: TRL's values have its shapes
                     continue
-                trained, _ = self._rows_to_train(batch, keep)
-                part, offset = batching.trim_padding(
-                    batching.select_rows(batch, trained), left=self._trim_left, right=self._trim_right
-                )
+                if whole:  # TRL's values were left out on this process (no key it cannot slice here)
+                    trained = torch.arange(batching.row_count(batch), device=batch["advantages"].device)
+                    part, offset = batch, 0
+                else:
+                    trained, _ = self._rows_to_train(batch, keep)
+                    part, offset = batching.trim_padding(
+                        batching.select_rows(batch, trained), left=self._trim_left, right=self._trim_right
+                    )
                 with position_offset(self.model, offset if self._positions == "arange" else 0):
                     logps = self._training_logps(part)
                 old = batch["old_per_token_logps"].clone()
@@ -168,8 +173,32 @@ class GradientTokensMixin:
         )
         return logps
 
-    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-        out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+    def _generate_and_score_completions(self, inputs):
+        """TRL's rollout; its full-width ``old_per_token_logps`` forward is left out where only the training reads
+        them (then :meth:`_old_logps_as_trained` computes them for the trained rows and columns only)."""
+        self._defer_old_logps = (
+            self._trim_batches
+            and self.model.training
+            and self.beta == 0.0  # the only other forward of self.model here is the reference's
+            and not (self.use_vllm and self.vllm_importance_sampling_correction)  # TRL's IS ratio reads them
+        )
+        self._deferred = False
+        try:
+            return super()._generate_and_score_completions(inputs)
+        finally:
+            self._defer_old_logps = False
+
+    def _get_per_token_logps_and_entropies(
+        self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+    ):
+        extra = [k for k, v in kwargs.items() if v is not None and k not in ("batch_size", "compute_entropy")]
+        if self._defer_old_logps and model is self.model and not args and not extra:  # no image inputs
+            # Placeholders: _old_logps_as_trained overwrites every value a training forward reads.
+            self._defer_old_logps, self._deferred = False, True
+            return input_ids.new_zeros(input_ids.size(0), logits_to_keep, dtype=torch.float32), None, None
+        out = super()._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+        )
         if self._captured is not None:
             self._captured.append((out[0], out[1]))
         return out
