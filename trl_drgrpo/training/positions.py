@@ -43,9 +43,21 @@ def position_rule(model: torch.nn.Module, vocab_size: int, device: torch.device)
 
             default = logits(None)
             noise = (logits(None) - default).abs().max()
-            if (logits(arange) - default).abs().max() <= noise:
-                return "ignored" if (logits(arange + 1) - default).abs().max() <= noise else "arange"
-            return "mask" if (logits(cumsum) - default).abs().max() <= noise else None
+
+            def matches(positions: torch.Tensor) -> bool:
+                try:
+                    return bool((logits(positions) - default).abs().max() <= noise)
+                except (
+                    TypeError,
+                    ValueError,
+                    RuntimeError,
+                    IndexError,
+                ):  # e.g. 3-D (multimodal) position ids
+                    return False
+
+            if matches(arange):
+                return "ignored" if matches(arange + 1) else "arange"
+            return "mask" if matches(cumsum) else None
     finally:
         model.train(training)
 
