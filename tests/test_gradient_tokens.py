@@ -214,10 +214,27 @@ def mask_positions_model(tiny_model_dir, tmp_path_factory):
 DYNAMIC_ROPE_CONTEXT = 40
 
 
-@pytest.fixture(scope="module")
-def dynamic_rope_model(tiny_model_dir, tmp_path_factory):
-    """A tiny Llama with dynamic NTK RoPE: its frequencies follow max(position_ids) + 1 beyond its context."""
+#: RoPE whose frequencies transformers picks from max(position_ids) + 1: dynamic NTK (also from the longest length
+#: seen), longrope (short or long factors, per forward).
+LENGTH_DEPENDENT_ROPE = {
+    "dynamic": {"rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0},
+    "longrope": {
+        "rope_type": "longrope",
+        "short_factor": [1.0] * 8,  # head_dim 16
+        "long_factor": [4.0] * 8,
+        "original_max_position_embeddings": DYNAMIC_ROPE_CONTEXT,
+        "rope_theta": 10000.0,
+    },
+}
+
+
+@pytest.fixture(scope="module", params=sorted(LENGTH_DEPENDENT_ROPE))
+def dynamic_rope_model(tiny_model_dir, tmp_path_factory, request):
+    """A tiny Llama whose RoPE frequencies follow max(position_ids) + 1 beyond its context (40)."""
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    rope = LENGTH_DEPENDENT_ROPE[request.param]
+    context = DYNAMIC_ROPE_CONTEXT if request.param == "dynamic" else 4 * DYNAMIC_ROPE_CONTEXT
 
     def make(tok):
         config = LlamaConfig(
@@ -227,15 +244,15 @@ def dynamic_rope_model(tiny_model_dir, tmp_path_factory):
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
-            max_position_embeddings=DYNAMIC_ROPE_CONTEXT,
-            rope_parameters={"rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0},
+            max_position_embeddings=context,
+            rope_parameters=dict(rope),
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
             bos_token_id=tok.eos_token_id,
         )
         return LlamaForCausalLM(config)
 
-    return _saved_model(tmp_path_factory, tiny_model_dir, "dynamic_rope", make)
+    return _saved_model(tmp_path_factory, tiny_model_dir, request.param, make)
 
 
 def _compare(tmp_path, model_and_tokenizer, peft_config=None, exact=False, **options):
@@ -313,7 +330,8 @@ def test_same_update_with_positions_from_the_attention_mask(tmp_path, mask_posit
 
 
 def test_same_update_with_dynamic_rope(tmp_path, dynamic_rope_model):
-    """Dynamic NTK RoPE: right padding is kept (the longest position stays TRL's), prompt padding and rows are cut."""
+    """Dynamic NTK / longrope: right padding is kept (the longest position stays TRL's), prompt padding and rows
+    are cut."""
     _, ours, trl_shapes, our_shapes = _compare(tmp_path, dynamic_rope_model)
     assert ours._trim_left and not ours._trim_right and any("rope_type" in note for note in ours._notes)
     assert all(o[2] == t[2] for o, t in zip(our_shapes, trl_shapes, strict=True))
