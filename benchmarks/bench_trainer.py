@@ -140,6 +140,8 @@ def run_one(which: str, opts: argparse.Namespace) -> dict:
         output_dir=tempfile.mkdtemp(),
         per_device_train_batch_size=opts.batch_size,
         gradient_accumulation_steps=opts.accumulation,
+        steps_per_generation=opts.accumulation
+        * opts.rollout_steps,  # > accumulation: TRL computes old log-probs
         num_generations=GROUP,
         max_completion_length=opts.max_completion_length,
         max_steps=opts.warmup + opts.steps,
@@ -205,7 +207,7 @@ def run_one(which: str, opts: argparse.Namespace) -> dict:
 
 def _spawn(which: str, opts: argparse.Namespace, measure_memory: bool) -> dict:
     cmd = [sys.executable, __file__, "--_worker", which, "--model_dir", opts.model_dir]
-    for key in ("batch_size", "accumulation", "max_completion_length", "steps", "warmup"):
+    for key in ("batch_size", "accumulation", "rollout_steps", "max_completion_length", "steps", "warmup"):
         cmd += [f"--{key}", str(getattr(opts, key))]
     cmd += ["--bf16"] * opts.bf16 + ["--gradient_checkpointing"] * opts.gradient_checkpointing
     cmd += ["--measure_memory"] * measure_memory + ["--profile", opts.profile or "uniform"]
@@ -233,6 +235,13 @@ def main() -> None:
     parser.add_argument("--max_completion_length", type=int, default=256)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--rollout_steps",
+        type=int,
+        default=1,
+        help="Optimizer steps per rollout (the recipes: 8). Above 1, TRL computes old_per_token_logps at "
+        "generation time; compare the mean step time then (a rollout's first step carries that forward).",
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--gradient_checkpointing", action="store_true")
@@ -273,6 +282,7 @@ def main() -> None:
     else:
         memory = {w: _spawn(w, opts, measure_memory=True)["peak_bytes"] for w in ("trl", "ours")}
     med = {w: statistics.median(t) for w, t in times.items()}
+    mean = {w: statistics.mean(t) for w, t in times.items()}
     print(f"{'trainer':<36}{'median step (s)':>16}{'peak tensor memory (MiB)':>28}")
     names = {"trl": 'TRL GRPOTrainer (dr_grpo, "none")', "ours": "trl_drgrpo DrGRPOTrainer"}
     for w in ("trl", "ours"):
@@ -280,6 +290,9 @@ def main() -> None:
     if fractions:
         print(f"drgrpo/trained_token_fraction: mean {statistics.mean(fractions):.3f}")
     print(f"step-time ratio ours/TRL: {med['ours'] / med['trl']:.3f} (goal on the mid profile: <= 0.6)")
+    print(
+        f"mean step time ours / TRL: {mean['ours']:.4f} / {mean['trl']:.4f} s = {mean['ours'] / mean['trl']:.3f}"
+    )
     print(f"peak-memory ratio ours/TRL: {memory['ours'] / memory['trl']:.4f} (goal: <= 1)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 

@@ -32,14 +32,22 @@ def workload(tiny_model_dir, tmp_path_factory) -> Path:
     return checkpointed_workload(tmp_path_factory.mktemp("dist"), tiny_model_dir, STEPS)
 
 
-def _train(workload: Path, name: str, launcher: list[str], per_device_batch: int, *extra: str) -> list[dict]:
+def _train(
+    workload: Path,
+    name: str,
+    launcher: list[str],
+    per_device_batch: int,
+    *extra: str,
+    script: Path = SCRIPT,
+    timeout: int = 900,
+) -> list[dict]:
     out = workload / name
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1", "DS_ACCELERATOR": "cpu"}
     env.pop("CUDA_VISIBLE_DEVICES", None)
     cmd = [
         *launcher,
-        str(SCRIPT),
+        str(script),
         "--config",
         str(workload / "recipe.yaml"),
         "--output_dir",
@@ -48,7 +56,10 @@ def _train(workload: Path, name: str, launcher: list[str], per_device_batch: int
         str(per_device_batch),
         *extra,
     ]
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    try:
+        result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{name}: no result after {timeout} s (a hang: collectives paired wrongly?)")
     assert result.returncode == 0, result.stderr[-4000:]
     state = json.loads((out / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())
     return [h for h in state["log_history"] if "loss" in h]
@@ -81,6 +92,8 @@ def _assert_same_steps(reference: list[dict], other: list[dict]) -> None:
         assert got["loss"] == pytest.approx(ref["loss"], abs=1e-6), (ref, got)
         assert got["grad_norm"] == pytest.approx(ref["grad_norm"], rel=1e-5, abs=1e-7), (ref, got)
         assert got.get("reward") == pytest.approx(ref.get("reward"), abs=1e-7)
+        clip = [key for key in ref if key.startswith("clip_ratio/")]
+        assert clip and all(got[key] == pytest.approx(ref[key], abs=1e-6) for key in clip), (ref, got)
 
 
 def test_ddp_two_processes_match_one(workload, single_process):
@@ -132,3 +145,26 @@ def test_deepspeed_zero2_with_an_all_zero_advantage_rank(flat_rank_workload, fla
     runs = _train(flat_rank_workload, "zero2", _accelerate("cpu_zero2.yaml"), 8)
     _assert_same_steps(flat_rank_single, runs)
     assert all(h["drgrpo/trained_token_fraction"] < 0.6 for h in runs)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
+def test_deepspeed_zero3_with_an_all_zero_advantage_rank(flat_rank_workload, flat_rank_single):
+    runs = _train(flat_rank_workload, "zero3", _accelerate("cpu_zero3.yaml"), 8)
+    _assert_same_steps(flat_rank_single, runs)
+    assert all(h["drgrpo/trained_token_fraction"] < 0.6 for h in runs)
+
+
+def test_ddp_with_a_key_only_one_rank_cannot_slice(flat_rank_workload, flat_rank_single):
+    """Rank 1's micro-batches carry a key gradient_tokens_only cannot slice (as TRL's image keys on the ranks
+    with images): both ranks train them whole (one agreed decision), and the run is TRL's. Rank 0 alone would
+    leave out its zero-advantage rows."""
+    runs = _train(
+        flat_rank_workload,
+        "odd_key",
+        _accelerate("cpu_ddp.yaml"),
+        8,
+        script=REPO / "tests" / "distributed" / "odd_key_train.py",
+        timeout=300,
+    )
+    _assert_same_steps(flat_rank_single, runs)
+    assert all(h["drgrpo/trained_token_fraction"] == 1.0 for h in runs)  # rank 0 trained whole too

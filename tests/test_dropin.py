@@ -22,7 +22,11 @@ OURS_ONLY = {
     "drgrpo/correct_mean_length",
     "drgrpo/incorrect_mean_length",
     "drgrpo/trained_token_fraction",  # gradient_tokens_only (on by default)
+    "drgrpo/trained_entropy",  # replaces TRL's `entropy` where gradient_tokens_only leaves rows out
 }
+#: TRL's keys that DrGRPOTrainer logs under another name where it leaves zero-advantage rows out (beta 0, no
+#: entropy bonus): their entropy is never computed, so TRL's `entropy` (over all rows) cannot be logged.
+RENAMED = {"entropy": "drgrpo/trained_entropy"}
 
 
 def digit_reward(completions, **kwargs) -> list[float]:
@@ -105,9 +109,12 @@ def test_same_metric_keys_as_trl(tiny_model_dir, tmp_path, setting):
     }
     trl_keys = _keys(GRPOTrainer, GRPOConfig, tiny_model_dir, tmp_path / "trl", **trl_options)
     our_keys = _keys(DrGRPOTrainer, DrGRPOConfig, tiny_model_dir, tmp_path / "ours", **our_options)
-    assert trl_keys - our_keys == set()
+    rows_left_out = "beta" not in trl_options
+    renamed = set(RENAMED) if rows_left_out else set()
+    assert trl_keys - our_keys == renamed
     assert our_keys - trl_keys <= OURS_ONLY
-    assert {"clip_ratio/low_min", "clip_ratio/high_max", "entropy"} <= our_keys
+    entropy = RENAMED["entropy"] if rows_left_out else "entropy"
+    assert {"clip_ratio/low_min", "clip_ratio/high_max", entropy} <= our_keys
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ The pure functions of `training/batching.py` are tested on their own at the end.
 from __future__ import annotations
 
 import copy
+import math
 import random
 import zlib
 
@@ -153,23 +154,105 @@ def absolute_positions_model(tiny_model_dir, tmp_path_factory):
     changes its outputs, whereas RoPE models are almost invariant to the shift."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    def make(tok):
+        config = GPT2Config(
+            vocab_size=len(tok),
+            n_positions=128,
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+        config.pad_token_id, config.eos_token_id = tok.pad_token_id, tok.eos_token_id
+        return GPT2LMHeadModel(config)
+
+    return _saved_model(tmp_path_factory, tiny_model_dir, "gpt2", make)
+
+
+def _saved_model(tmp_path_factory, tiny_model_dir, name: str, make):
+    """A tiny random model built by ``make(tokenizer)`` (seeded), saved and loaded back with its tokenizer."""
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=len(tok),
-        n_positions=128,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-    )
-    config.pad_token_id, config.eos_token_id = tok.pad_token_id, tok.eos_token_id
-    path = tmp_path_factory.mktemp("gpt2")
-    GPT2LMHeadModel(config).save_pretrained(path)
+    model = make(tok)
+    path = tmp_path_factory.mktemp(name)
+    model.save_pretrained(path)
     tok.save_pretrained(path)
     return AutoModelForCausalLM.from_pretrained(path), tok
+
+
+@pytest.fixture(scope="module")
+def mask_positions_model(tiny_model_dir, tmp_path_factory):
+    """A tiny OPT: its positions are ``cumsum(attention_mask) - 1`` (the first real token of a left-padded row
+    is position 0), not ``arange`` over the columns."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    def make(tok):
+        config = OPTConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            word_embed_proj_dim=32,
+            ffn_dim=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=128,
+            dropout=0.0,
+            attention_dropout=0.0,
+            activation_dropout=0.0,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            bos_token_id=tok.eos_token_id,
+        )
+        return OPTForCausalLM(config)
+
+    return _saved_model(tmp_path_factory, tiny_model_dir, "opt", make)
+
+
+#: Original context of the dynamic-RoPE model: below TRL's padded width (longest prompt 30 + budget 16), above
+#: the width of a micro-batch whose responses are short, so cutting right padding would change the frequencies.
+DYNAMIC_ROPE_CONTEXT = 40
+
+
+#: RoPE whose frequencies transformers picks from max(position_ids) + 1: dynamic NTK (also from the longest length
+#: seen), longrope (short or long factors, per forward).
+LENGTH_DEPENDENT_ROPE = {
+    "dynamic": {"rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0},
+    "longrope": {
+        "rope_type": "longrope",
+        "short_factor": [1.0] * 8,  # head_dim 16
+        "long_factor": [4.0] * 8,
+        "original_max_position_embeddings": DYNAMIC_ROPE_CONTEXT,
+        "rope_theta": 10000.0,
+    },
+}
+
+
+@pytest.fixture(scope="module", params=sorted(LENGTH_DEPENDENT_ROPE))
+def dynamic_rope_model(tiny_model_dir, tmp_path_factory, request):
+    """A tiny Llama whose RoPE frequencies follow max(position_ids) + 1 beyond its context (40)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    rope = LENGTH_DEPENDENT_ROPE[request.param]
+    context = DYNAMIC_ROPE_CONTEXT if request.param == "dynamic" else 4 * DYNAMIC_ROPE_CONTEXT
+
+    def make(tok):
+        config = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=context,
+            rope_parameters=dict(rope),
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            bos_token_id=tok.eos_token_id,
+        )
+        return LlamaForCausalLM(config)
+
+    return _saved_model(tmp_path_factory, tiny_model_dir, request.param, make)
 
 
 def _compare(tmp_path, model_and_tokenizer, peft_config=None, exact=False, **options):
@@ -238,9 +321,33 @@ def test_same_update_with_absolute_position_embeddings(tmp_path, absolute_positi
     _assert_savings(trl_shapes, our_shapes)
 
 
-def test_same_update_with_two_passes_per_rollout(tmp_path, model_and_tokenizer):
-    _, _, trl_shapes, our_shapes = _compare(tmp_path, model_and_tokenizer, num_iterations=2)
+def test_same_update_with_positions_from_the_attention_mask(tmp_path, mask_positions_model):
+    """OPT's default positions count real tokens (cumsum of the mask): the check forward finds it and the trimmed
+    batch keeps the model's own positions (no arange offset)."""
+    _, ours, trl_shapes, our_shapes = _compare(tmp_path, mask_positions_model)
     _assert_savings(trl_shapes, our_shapes)
+    assert ours._positions == "mask" and any("attention mask" in note for note in ours._notes)
+
+
+def test_same_update_with_dynamic_rope(tmp_path, dynamic_rope_model):
+    """Dynamic NTK / longrope: right padding is kept (the longest position stays TRL's), prompt padding and rows
+    are cut."""
+    _, ours, trl_shapes, our_shapes = _compare(tmp_path, dynamic_rope_model)
+    assert ours._trim_left and not ours._trim_right and any("rope_type" in note for note in ours._notes)
+    assert all(o[2] == t[2] for o, t in zip(our_shapes, trl_shapes, strict=True))
+    assert any(o[1] < t[1] for o, t in zip(our_shapes, trl_shapes, strict=True)), "no prompt padding trimmed"
+    assert any(r < GROUP for r, *_ in our_shapes), "no row left out"
+    trl_width = max(p + c for _, p, c, *_ in trl_shapes)
+    short = min(t[1] + o[4] for o, t in zip(our_shapes, trl_shapes, strict=True))  # width if right-trimmed
+    assert short < DYNAMIC_ROPE_CONTEXT < trl_width, (
+        "the workload must cross the context (else trimming is exact)"
+    )
+
+
+def test_same_update_with_two_passes_per_rollout(tmp_path, model_and_tokenizer):
+    _, ours, trl_shapes, our_shapes = _compare(tmp_path, model_and_tokenizer, num_iterations=2)
+    _assert_savings(trl_shapes, our_shapes)
+    assert ours._deferred  # TRL's full-width old log-probs left out, computed for the trained tokens only
 
 
 def test_same_update_with_peft(tmp_path, model_and_tokenizer):
@@ -279,6 +386,112 @@ def test_same_update_with_adaptive_entropy_after_the_first_step(tmp_path, model_
     _assert_savings(trl_shapes, our_shapes, rows_left_out=False)
     coefs = [h["entropy_coef"] for h in trl.state.log_history if "entropy_coef" in h]
     assert coefs[0] > 0, "the entropy bonus must be on after the first step"
+
+
+#: Logged values that are not TRL's training metrics (timings) or are this project's own.
+NOT_COMPARED = {"step_time", "train_runtime", "train_samples_per_second", "train_steps_per_second"}
+
+
+def _assert_trl_metrics(trl, ours, rows_left_out: bool) -> None:
+    """Every metric TRL logged, ours logged with TRL's value (`entropy` renamed where rows are left out)."""
+    theirs = [h for h in trl.state.log_history if "loss" in h]
+    mine = [h for h in ours.state.log_history if "loss" in h]
+    assert len(theirs) == len(mine) == 4
+    for step, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+        for key, value in b.items():
+            if key in NOT_COMPARED:
+                continue
+            if key == "entropy" and rows_left_out:
+                assert key not in a and 0 < a["drgrpo/trained_entropy"], (step, a)
+                continue
+            assert a[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (step, key, a[key], value)
+
+
+def test_trl_metrics_with_forced_clipping(tmp_path, model_and_tokenizer):
+    """A small clipping range and two passes per rollout: the second pass clips; every logged metric is TRL's
+    (clip ratios over TRL's micro-batches, left-out zero-advantage rows counted as unclipped tokens)."""
+    trl, ours, trl_shapes, our_shapes = _compare(
+        tmp_path, model_and_tokenizer, num_iterations=2, epsilon=0.02, learning_rate=0.5
+    )
+    _assert_savings(trl_shapes, our_shapes)
+    clipped = [h["clip_ratio/region_mean"] for h in trl.state.log_history if "clip_ratio/region_mean" in h]
+    assert max(clipped) > 0.05, clipped
+    _assert_trl_metrics(trl, ours, rows_left_out=True)
+
+
+def test_trl_metrics_with_kl_and_grouping(tmp_path, model_and_tokenizer):
+    """beta > 0: no row left out, micro-batches grouped by length: `entropy` and `kl` are TRL's values."""
+    trl, ours, *_ = _compare(tmp_path, model_and_tokenizer, beta=0.5, num_iterations=2, epsilon=0.02)
+    assert ours._group_rows and not ours._skip_zero_rows
+    _assert_trl_metrics(trl, ours, rows_left_out=False)
+
+
+def _bf16_run(trainer_cls, config_cls, model_and_tokenizer, tmp_path, bf16: bool):
+    """Train 1 optimizer step (3 micro-batches of a 6-micro-batch rollout, so TRL computes
+    old_per_token_logps at generation time); return the step's gradient and, per micro-batch, the largest
+    |log-prob - old log-prob| over its tokens (0: a ratio of exactly 1)."""
+    model, tok = model_and_tokenizer
+    recorder = GradientRecorder()
+    trainer = trainer_cls(
+        model=copy.deepcopy(model),
+        reward_funcs=[parity_reward, odd_reward],
+        args=_args(config_cls, tmp_path, bf16=bf16, max_steps=1),
+        train_dataset=Dataset.from_dict({"prompt": PROMPTS}),
+        processing_class=tok,
+        rollout_func=varied_rollout,
+        callbacks=[recorder],
+    )
+    recorder.model = trainer.model
+    deviations, current = [], {}
+    inner_loss, inner_logps = trainer._compute_loss, trainer._get_per_token_logps_and_entropies
+
+    def loss(model, inputs):
+        current["inputs"] = inputs
+        try:
+            return inner_loss(model, inputs)
+        finally:
+            current.clear()
+
+    def logps(*args, **kwargs):
+        out = inner_logps(*args, **kwargs)
+        if current:
+            inputs = current["inputs"]
+            gap = (out[0].detach().float() - inputs["old_per_token_logps"].float()).abs()
+            deviations.append(float((gap * inputs["completion_mask"]).max()))
+        return out
+
+    trainer._compute_loss, trainer._get_per_token_logps_and_entropies = loss, logps
+    torch.manual_seed(0)
+    trainer.train()
+    (grads,) = recorder.steps
+    return torch.cat([g.flatten().double() for g in grads.values()]), deviations
+
+
+def test_bf16_first_pass_ratio_is_one_and_gradient_within_bf16_rounding(tmp_path, model_and_tokenizer):
+    """bf16 (CPU autocast): TRL's first pass over a rollout has a ratio of exactly 1 (old log-probs computed
+    with its training shapes); so does the trimmed path (old log-probs recomputed with the trimmed shapes).
+    Tolerance of the gradient: two bf16 evaluations of the same gradient differ by at most the sum of their
+    errors, each of the size of TRL's own bf16 error (against fp32): we allow 2x TRL's, measured here."""
+    runs = {
+        name: _bf16_run(t, c, model_and_tokenizer, tmp_path / name, bf16)
+        for name, t, c, bf16 in (
+            ("trl32", GRPOTrainer, GRPOConfig, False),
+            ("trl16", GRPOTrainer, GRPOConfig, True),
+            ("ours16", DrGRPOTrainer, DrGRPOConfig, True),
+        )
+    }
+    (g32, _), (g_trl, dev_trl), (g_ours, dev_ours) = runs["trl32"], runs["trl16"], runs["ours16"]
+    trl_error = ((g_trl - g32).norm() / g32.norm()).item()
+    ours_vs_trl = ((g_ours - g_trl).norm() / g_trl.norm()).item()
+    print(
+        f"bf16: gradient TRL vs fp32 {trl_error:.3g}, ours vs TRL {ours_vs_trl:.3g}; first pass max |dlogp|"
+    )
+    print(f"  TRL {max(dev_trl)}, ours {max(dev_ours)}")
+    assert len(dev_trl) == len(dev_ours) == 3
+    assert max(dev_trl) == 0.0, dev_trl  # TRL's property
+    assert max(dev_ours) == 0.0, dev_ours
+    assert 0 < trl_error < 0.1
+    assert ours_vs_trl <= 2 * trl_error
 
 
 def test_switch_off_is_trl_bit_for_bit(tmp_path, model_and_tokenizer):
@@ -397,3 +610,67 @@ def test_each_saving_only_where_exact(tmp_path, model_and_tokenizer, options, sk
     assert trainer._trim_batches == options.get("gradient_tokens_only", True)
     notes = " ".join(trainer._notes)
     assert (reason in notes) if reason else not notes
+
+
+def test_position_rule_is_found_by_a_check_forward(
+    model_and_tokenizer, absolute_positions_model, mask_positions_model
+):
+    from trl_drgrpo.training.positions import length_dependent_rope, position_rule
+
+    cpu = torch.device("cpu")
+    assert position_rule(model_and_tokenizer[0], 512, cpu) == "arange"  # Qwen2 (RoPE)
+    assert position_rule(absolute_positions_model[0], 512, cpu) == "arange"  # GPT-2 (learned, absolute)
+    assert position_rule(mask_positions_model[0], 512, cpu) == "mask"  # OPT (cumsum of the mask)
+
+    class Ignores(torch.nn.Module):  # positions from its own arange, whatever it is given
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(512, 4)
+            self.position = torch.nn.Embedding(16, 4)
+
+        def forward(self, input_ids, attention_mask, position_ids=None):
+            hidden = self.embed(input_ids) + self.position(torch.arange(input_ids.size(1)))
+            return type("Out", (), {"logits": hidden})
+
+    class Reversed(Ignores):  # positions counted from the right: neither rule
+        def forward(self, input_ids, attention_mask, position_ids=None):
+            if position_ids is None:
+                position_ids = torch.arange(input_ids.size(1)).flip(0)
+            return type("Out", (), {"logits": self.embed(input_ids) + self.position(position_ids)})
+
+    assert position_rule(Ignores(), 512, cpu) == "ignored"
+    assert position_rule(Reversed(), 512, cpu) is None
+    assert length_dependent_rope(model_and_tokenizer[0]) == []
+
+
+def test_token_metrics_count_left_out_rows_as_unclipped():
+    from trl_drgrpo.training import token_metrics as tm
+
+    batch = _batch([2, 2, 2], [3, 2, 0], [1.0, 0.0, -1.0])
+    old = torch.zeros(3, 8)
+    batch["old_per_token_logps"] = old
+    logps = torch.zeros(3, 8)
+    logps[0, :2] = 0.5  # ratio e^0.5 > 1 + eps on 2 of row 0's 3 tokens (positive advantage: clipped)
+    run = torch.tensor([0, 2])
+    stats = tm.untrained_row_stats(batch, "token")
+    stats[run] = tm.row_stats(
+        logps[run],
+        torch.ones(2, 8),
+        batching.select_rows(batch, run),
+        epsilon_low=0.2,
+        epsilon_high=0.2,
+        delta=None,
+        level="token",
+        beta=0.0,
+        bias_correction_kl=False,
+        entropy_rows=torch.tensor([True, True]),
+    )
+    merged = tm.merge(tm.per_batch(torch.tensor([0, 0, 1]), stats, 3).unsqueeze(0).repeat(2, 1, 1))
+    values = tm.logged_values(merged[0], clip=True, kl=False, entropy_name="entropy")
+    assert values["clip_ratio/high_mean"] == pytest.approx(2 / 5)  # row 1's 2 tokens count, unclipped
+    assert values["clip_ratio/high_max"] == pytest.approx(2 / 3) and values["clip_ratio/low_min"] == 0.0
+    assert values["entropy"] == 1.0  # only rows run (left-out rows: weight 0)
+    assert math.isnan(
+        tm.logged_values(merged[1], clip=True, kl=False, entropy_name="entropy")["clip_ratio/low_min"]
+    )
+    assert merged[2, tm.PRESENT] == 0  # no row: nothing logged for it

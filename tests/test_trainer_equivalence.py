@@ -298,6 +298,10 @@ def test_trl_features_compose_with_dr_grpo(tmp_path, model_and_tokenizer, featur
     for name in grads_trl:
         torch.testing.assert_close(grads_ours[name], grads_trl[name], atol=1e-6, rtol=0, msg=name)
     metrics_trl, metrics_ours = (dict(t._metrics["train"]) for t in trainers)
+    if trainers[1]._skip_zero_rows:  # TRL's entropy over all rows, ours over the rows with an advantage
+        entropy = metrics_trl.pop("entropy")
+        if (adv_trl != 0).all():
+            assert metrics_ours.pop("drgrpo/trained_entropy") == pytest.approx(entropy, abs=1e-6)
     assert set(metrics_trl) <= set(metrics_ours)
     assert {k for k in metrics_ours if k not in metrics_trl} <= {
         k for k in metrics_ours if k.startswith("drgrpo/")

@@ -33,11 +33,13 @@ COMPLETION_KEYS = (
 )
 #: Values shared by all rows of a batch (copied as they are).
 SHARED_KEYS = ("num_items_in_batch",)
+#: Per-row index of the micro-batch TRL would have trained the row in (set by the trainer, ignored by TRL).
+SLICE_KEY = "drgrpo_slice"
 
 
 def unsupported_keys(inputs: dict[str, Any]) -> list[str]:
     """Keys of a TRL micro-batch these functions cannot slice (images, token types, ...): leave such batches alone."""
-    known = set(PROMPT_KEYS) | set(COMPLETION_KEYS) | set(SHARED_KEYS)
+    known = set(PROMPT_KEYS) | set(COMPLETION_KEYS) | set(SHARED_KEYS) | {SLICE_KEY}
     return sorted(key for key, value in inputs.items() if key not in known and value is not None)
 
 
@@ -53,15 +55,16 @@ def select_rows(inputs: dict[str, Any], rows: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def trim_padding(inputs: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """Drop all-padding prompt columns (left) and completion columns (right); return the batch and the number of
-    prompt columns dropped (the position offset of what is kept). At least one completion column is kept."""
+def trim_padding(inputs: dict[str, Any], left: bool = True, right: bool = True) -> tuple[dict[str, Any], int]:
+    """Drop all-padding prompt columns (``left``) and completion columns (``right``); return the batch and the
+    number of prompt columns dropped (the position offset of what is kept). At least one completion column is
+    kept."""
     prompt_mask, completion_mask = inputs["prompt_mask"], inputs["completion_mask"]
-    used = prompt_mask.bool().any(0).nonzero()
-    start = int(used[0]) if used.numel() else prompt_mask.size(1)
-    used = completion_mask.bool().any(0).nonzero()
-    end = max(int(used[-1]) + 1 if used.numel() else 0, 1)
     width = completion_mask.size(1)
+    used = prompt_mask.bool().any(0).nonzero()
+    start = (int(used[0]) if used.numel() else prompt_mask.size(1)) if left else 0
+    used = completion_mask.bool().any(0).nonzero()
+    end = max(int(used[-1]) + 1 if used.numel() else 0, 1) if right else width
     trimmed = {}
     for key, value in inputs.items():
         if key in PROMPT_KEYS:
