@@ -47,6 +47,7 @@ class RecordingTrainer(DrGRPOTrainer):
             "group_size": self.num_generations,
             "length_normalization": bool(self.args.length_normalization),
             "std_normalization": bool(self.args.std_normalization),
+            "length_weight_exponent": self.args.length_weight_exponent,
             "budget": int(self.args.loss_normalizer or self.max_completion_length),
         }
         with open(os.path.join(self.args.output_dir, ROLLOUTS_FILE), "a") as f:
