@@ -98,7 +98,8 @@ def _rate(hits: int, total: int) -> float | None:
 
 def decision_rates(structures: Sequence[Structure]) -> dict[str, float | None]:
     """P(continue | boxed wrong), P(continue | boxed right), mean filler sentences after a wrong answer that
-    continues, boxed rate and wrong rate among boxed answers (None where nothing was counted)."""
+    continues, boxed rate, wrong and slip rates among boxed answers and P(continue | slip) (None where nothing
+    was counted)."""
     wrong = [s for s in structures if s.verdict == "wrong"]
     right = [s for s in structures if s.verdict == "right"]
     boxed = len(wrong) + len(right)
@@ -110,6 +111,7 @@ def decision_rates(structures: Sequence[Structure]) -> dict[str, float | None]:
         "boxed_rate": _rate(boxed, len(structures)),
         "wrong_rate": _rate(len(wrong), boxed),
         "slip_rate": _rate(sum(s.slip for s in wrong), boxed),
+        "p_continue_slip": _rate(sum(s.continued for s in wrong if s.slip), sum(s.slip for s in wrong)),
         "n_wrong": float(len(wrong)),
     }
 
