@@ -88,6 +88,9 @@ def test_alpha_arms_and_their_commands(tmp_path):
     flags = dict(zip(cmd[3::2], cmd[4::2], strict=False))
     assert flags["--length_weight_exponent"] == "0.25" and flags["--std_normalization"] == "false"
     assert "--length_normalization" not in flags  # alpha decides it
-    for bad in (["--alphas", "1.5"], ["--alphas", "x"], ["--alphas", ""]):
+    args, _ = parse_args(["--slip_rate", "0.3"])
+    cmd = arm_command(args, "grpo", 0, tmp_path / "b", tmp_path / "d", tmp_path / "r", [])
+    assert cmd[-2:] == ["--slip_rate", "0.3"]
+    for bad in (["--alphas", "1.5"], ["--alphas", "x"], ["--alphas", ""], ["--slip_rate", "2"]):
         with pytest.raises(SystemExit):
             parse_args(bad)

@@ -79,6 +79,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         default=None,
         help="comma-separated length_weight_exponent values in [0, 1]: one arm each (std off) instead of --arms",
     )
+    parser.add_argument(
+        "--slip_rate",
+        type=float,
+        default=None,
+        help="inject slips (gold + 1) into this share of each rollout's responses (lab_slips; default: none)",
+    )
     parser.add_argument("--max_steps", type=int, default=None, help="override the recipe's RL steps")
     parser.add_argument("--pretrain_steps", type=int, default=None, help="override the base model's steps")
     parser.add_argument("--rebuild", action="store_true", help="pretrain the base model and rerun every arm")
@@ -104,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         if not values:
             parser.error(f"--{name}: give at least one seed")
         setattr(args, "seed_list" if name == "seeds" else "side_seed_list", values)
+    if args.slip_rate is not None and not 0.0 <= args.slip_rate <= 1.0:
+        parser.error(f"--slip_rate must be in [0, 1], got {args.slip_rate}")
     if args.jobs < 1 or args.window < 1:
         parser.error("--jobs and --window must be >= 1")
     args.arm_list = arms
@@ -154,6 +162,8 @@ def arm_command(
     cmd += ["--seed", str(seed), "--run_name", f"{arm}-seed{seed}"]
     if args.max_steps is not None:
         cmd += ["--max_steps", str(args.max_steps), "--save_steps", str(args.max_steps)]
+    if args.slip_rate is not None:
+        cmd += ["--slip_rate", f"{args.slip_rate:g}"]
     return cmd + extra
 
 
