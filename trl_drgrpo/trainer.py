@@ -349,13 +349,11 @@ class DrGRPOTrainer(CrashSafeTrainerMixin, GradientTokensMixin, GRPOTrainer):
         TRL's `dr_grpo`/`grpo` reduce as :func:`objective.aggregate_token_losses`; the deltas: a constant other
         than the budget, swapped in for the call, and a graded length term (0 < alpha < 1) on `dr_grpo`'s path.
         """
-        alpha = self.args.length_weight_exponent
+        alpha, normalizer = self.args.length_weight_exponent, self.args.loss_normalizer
         if alpha is not None and 0.0 < alpha < 1.0:
             mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)  # the tokens TRL's loss sums
-            inputs = {
-                **inputs,
-                "advantages": graded_advantages(inputs["advantages"], mask, alpha, self.args.loss_normalizer),
-            }
+            scaled = graded_advantages(inputs["advantages"], mask, alpha, normalizer)
+            inputs = {**inputs, "advantages": scaled}
         if self.loss_type != "dr_grpo" or self.args.loss_normalizer == self.max_completion_length:
             return super()._compute_loss(model, inputs)
         budget = self.max_completion_length
