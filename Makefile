@@ -45,7 +45,7 @@ EVAL = $(PYTHON) recipes/evaluate.py --benchmarks $(BENCHMARKS) --backend $(BACK
 RECIPE_NAME = $(basename $(notdir $(RECIPE)))
 RECIPE_MODEL = $(notdir $(patsubst %/,%,$(dir $(RECIPE))))
 
-.PHONY: help install install-gpu install-vllm test test-vllm gpu-check download demo demo-sweep bias-lab train eval eval-templates ablation-bias ablation-templates bench
+.PHONY: help install install-gpu install-vllm test test-vllm gpu-check download demo demo-sweep bias-lab bias-lab-dose train eval eval-templates ablation-bias ablation-templates bench
 
 help: ## List the targets and the variables they use
 	@echo "Targets:"
@@ -96,6 +96,10 @@ demo-sweep: ## make demo on seeds 0-4 (2 at a time); before/after table into out
 
 bias-lab: ## Pre-registered bias lab (decision task; GRPO vs Dr. GRPO x 8 seeds, single-bias arms x 2; CPU); report into outputs/bias-lab
 	HF_HUB_OFFLINE=1 $(PYTHON) -m trl_drgrpo.demo.lab --output_dir outputs/bias-lab $(ARGS)
+
+bias-lab-dose: ## Pre-registered dose-response of the length term (alpha 0, 0.25, 0.5, 1 x seeds 2001-2006; CPU); report into outputs/bias-lab-dose
+	HF_HUB_OFFLINE=1 $(PYTHON) -m trl_drgrpo.demo.lab --alphas 0,0.25,0.5,1 --seeds 2001,2002,2003,2004,2005,2006 --recipe recipes/lab/bias_lab_dose.yaml --output_dir outputs/bias-lab-dose $(ARGS)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m trl_drgrpo.demo.lab_dose outputs/bias-lab-dose
 
 train: ## Train a recipe: make train RECIPE=recipes/<model>/<exp>.yaml [NUM_PROCESSES=8 ACCELERATE_CONFIG=... ARGS="--field value"]
 	$(LAUNCH) recipes/train.py --config $(RECIPE) $(ARGS)

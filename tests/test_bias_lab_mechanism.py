@@ -199,3 +199,57 @@ def test_base_is_current_accepts_a_log_without_a_later_default_field(tmp_path):
     (tmp_path / "pretrain_log.json").write_text(json.dumps({"args": old}))
     assert base_is_current(tmp_path, settings)
     assert not base_is_current(tmp_path, replace(settings, result_first=True))
+
+
+def test_parser_reads_the_box_the_reward_grades():
+    """The last \\boxed{} (MathReward's), not the first; the decision is what follows it."""
+    from trl_drgrpo.rewards.extraction import last_boxed
+
+    text = " 3 * 4 = 12. \\boxed{12}. Hmm, wait. \\boxed{13}."
+    assert last_boxed(text) == "13"
+    s = parse_response(text, "12")
+    assert (s.verdict, s.slip, s.ending) == ("wrong", True, "stop")
+    s = parse_response(" 3 * 4 = 12. \\boxed{13}. Hmm, wait. \\boxed{12}. Hmm, wait.", "12")
+    assert (s.verdict, s.ending, s.fillers) == ("right", "ramble", 1)
+    assert parse_response(" \\boxed{12}. \\boxed{", "12").verdict == "unboxed"  # the reward reads no answer
+
+
+def test_p_continue_slip_counts_only_slips():
+    structures = [parse_response(t, "12") for t in (STOP_WRONG, RAMBLE_WRONG, " 3 * 4 = \\boxed{20}. 1 2")]
+    rates = decision_rates(structures)
+    assert rates["p_continue_slip"] == pytest.approx(0.5) and rates["p_continue_wrong"] == pytest.approx(
+        2 / 3
+    )
+
+
+class _CharTokenizer:
+    """One token per character (ids = code points), enough for the slip injector."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(int(i)) for i in ids)
+
+
+def test_slip_injector_forces_the_answer_once_after_the_box_opens():
+    import torch
+
+    from trl_drgrpo.demo.lab_slips import SlipInjector, slip_plan, slip_text
+
+    assert slip_text("56") == "57" and slip_text(" 7 ") == "8" and slip_text("x") is None
+    injector = SlipInjector(_CharTokenizer(), [[ord("5"), ord("7")], None])
+    prompt = torch.tensor([[ord("Q")], [ord("Q")]])
+    generated = ["\\boxed{", "\\boxed{"]
+    ids = torch.cat([prompt, torch.tensor([[ord(c) for c in g] for g in generated])], dim=1)
+    injector.prompt_length = 1
+    chosen = []
+    for _ in range(3):  # three decoding steps
+        scores = torch.zeros(2, 128)
+        out = injector(ids, scores)
+        chosen.append(out[0].argmax().item() if torch.isfinite(out[0]).sum() == 1 else None)
+        assert torch.isfinite(out[1]).all()  # the row without a plan is the policy's
+        ids = torch.cat([ids, torch.tensor([[chosen[-1] or ord("}")], [ord("1")]])], dim=1)
+    assert chosen == [ord("5"), ord("7"), None] and injector.forced == [True, False]
+    plan = slip_plan(10_000, 0.3, seed=2001, step=5)
+    assert plan == slip_plan(10_000, 0.3, seed=2001, step=5) and plan != slip_plan(10_000, 0.3, 2001, 6)
+    assert abs(sum(plan) / len(plan) - 0.3) < 0.02
+    with pytest.raises(ValueError, match="slip_rate"):
+        slip_plan(4, 1.5, 0, 0)

@@ -315,6 +315,30 @@ def test_same_update_as_trl_for_the_four_arms(
     assert fractions and all(0 < f <= 1 for f in fractions) and min(fractions) < 1
 
 
+def test_same_update_with_a_graded_length_weight(tmp_path, model_and_tokenizer):
+    """length_weight_exponent composes with gradient_tokens_only: the weight depends on the row's own length."""
+    runs = [
+        _train(
+            DrGRPOTrainer,
+            DrGRPOConfig,
+            model_and_tokenizer,
+            tmp_path / str(on),
+            length_weight_exponent=0.5,
+            gradient_tokens_only=on,
+        )
+        for on in (False, True)
+    ]
+    (_, full, full_shapes), (_, cut, cut_shapes) = runs
+    _assert_savings(full_shapes, cut_shapes)
+    assert any(g.abs().sum() > 0 for step in full for g in step.values())
+    for step, (mine, theirs) in enumerate(zip(cut, full, strict=True)):
+        assert mine.keys() == theirs.keys() and mine
+        for name in theirs:
+            torch.testing.assert_close(
+                mine[name], theirs[name], atol=1e-6, rtol=0.0, msg=f"step {step}: {name}"
+            )
+
+
 def test_same_update_with_absolute_position_embeddings(tmp_path, absolute_positions_model):
     """The kept tokens keep TRL's positions (the trimmed left-padding's offset is passed to the model)."""
     _, _, trl_shapes, our_shapes = _compare(tmp_path, absolute_positions_model)

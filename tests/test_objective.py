@@ -141,3 +141,78 @@ def test_k3_kl_is_zero_at_equality_and_positive_otherwise():
     assert k3_kl(a, a).abs().max() == 0
     d = 0.3
     assert k3_kl(torch.tensor([0.0]), torch.tensor([d])).item() == pytest.approx(math.exp(d) - d - 1)
+
+
+# ---------------------------------------------------------------------------- graded length weight (research option)
+def _random_batches(count: int = 50):
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(count):
+        rows, cols = (
+            int(torch.randint(1, 70, (1,), generator=gen)),
+            int(torch.randint(1, 50, (1,), generator=gen)),
+        )
+        losses = torch.randn(rows, cols, generator=gen)  # fp32
+        mask = (torch.rand(rows, cols, generator=gen) > 0.3).float()
+        yield losses, mask, float(torch.randint(1, 64, (1,), generator=gen))
+
+
+def test_graded_length_weight_is_exactly_the_two_arms_at_alpha_1_and_0():
+    """fp32, bit for bit: alpha = 1 is GRPO's aggregation, alpha = 0 Dr. GRPO's (and TRL's grpo / dr_grpo)."""
+    for losses, mask, budget in _random_batches():
+        grpo = ((losses * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()  # TRL's grpo line
+        drgrpo = aggregate_token_losses(losses, mask, False, budget)
+        assert torch.equal(
+            aggregate_token_losses(losses, mask, normalizer=budget, length_weight_exponent=1), grpo
+        )
+        assert torch.equal(aggregate_token_losses(losses, mask, True, budget), grpo)
+        assert torch.equal(
+            aggregate_token_losses(losses, mask, True, budget, length_weight_exponent=0.0), drgrpo
+        )
+
+
+def test_graded_length_weight_interpolates_continuously():
+    for losses, mask, budget in _random_batches(10):
+        grpo = aggregate_token_losses(losses, mask, True, budget)
+        drgrpo = aggregate_token_losses(losses, mask, False, budget)
+        near_1 = aggregate_token_losses(losses, mask, normalizer=budget, length_weight_exponent=1 - 1e-7)
+        near_0 = aggregate_token_losses(losses, mask, normalizer=budget, length_weight_exponent=1e-7)
+        torch.testing.assert_close(near_1, grpo, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(near_0, drgrpo, atol=1e-5, rtol=1e-4)
+
+
+def test_length_weights_hand_values():
+    from trl_drgrpo.objective import length_weights
+
+    weights = length_weights(torch.tensor([4, 16, 64]), 0.5, 16.0)
+    # C^(a-1) |o|^-a = 16^-0.5 * |o|^-0.5 = 1/sqrt(16 |o|): 1/8, 1/16, 1/32; the budget's length weighs 1/C
+    torch.testing.assert_close(weights, torch.tensor([1 / 8, 1 / 16, 1 / 32], dtype=torch.float64))
+    losses = torch.ones(3, 64)
+    mask = (torch.arange(64) < torch.tensor([[4], [16], [64]])).float()
+    graded = aggregate_token_losses(losses, mask, normalizer=16.0, length_weight_exponent=0.5)
+    assert graded.item() == pytest.approx((4 / 8 + 16 / 16 + 64 / 32) / 3)
+
+
+def test_graded_advantages_give_the_graded_aggregation_on_dr_grpos_path():
+    """The trainer's route: advantages x (C/|o|)^a, then Dr. GRPO's 1/C, equals the graded aggregation."""
+    from trl_drgrpo.objective import graded_advantages
+
+    gen = torch.Generator().manual_seed(1)
+    logps = torch.randn(8, 12, generator=gen, requires_grad=True)
+    old = logps.detach() + 0.1 * torch.randn(8, 12, generator=gen)  # ratios off 1, some clipped
+    advantages = torch.randn(8, generator=gen)
+    mask = (torch.arange(12) < torch.randint(1, 13, (8, 1), generator=gen)).float()
+    scaled = graded_advantages(advantages, mask, 0.25, 12.0)
+    route, _ = clipped_surrogate(logps, old, scaled)
+    spec, _ = clipped_surrogate(logps, old, advantages)
+    torch.testing.assert_close(
+        aggregate_token_losses(route, mask, False, 12.0),
+        aggregate_token_losses(spec, mask, normalizer=12.0, length_weight_exponent=0.25),
+    )
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan"), "x", None])
+def test_bad_length_weight_exponent_is_a_one_line_error(alpha):
+    from trl_drgrpo.objective import check_length_weight_exponent
+
+    with pytest.raises(ValueError, match="length_weight_exponent must be"):
+        check_length_weight_exponent(alpha)

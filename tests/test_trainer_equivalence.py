@@ -212,7 +212,7 @@ def _spec_loss(model, tokenizer, batch, args: DrGRPOConfig):
     logps = _logps(model, batch, args.temperature)
     per_token, _ = clipped_surrogate(logps, logps.detach(), advantages, args.epsilon, args.epsilon)
     return advantages, aggregate_token_losses(
-        per_token, mask, args.length_normalization, args.loss_normalizer
+        per_token, mask, args.length_normalization, args.loss_normalizer, args.length_weight_exponent
     )
 
 
@@ -224,6 +224,8 @@ def _spec_loss(model, tokenizer, batch, args: DrGRPOConfig):
         (False, True, {}),  # the paper's std epsilon, 1e-8
         (True, True, {"std_eps": 0.25}),  # an epsilon large enough to matter
         (False, False, {"loss_normalizer": 40.0}),  # a constant other than the budget
+        (False, False, {"length_weight_exponent": 0.5}),  # the graded length term
+        (False, True, {"length_weight_exponent": 0.25, "loss_normalizer": 40.0}),
     ],
 )
 def test_trainer_follows_the_objective_spec(
@@ -335,3 +337,28 @@ def test_the_features_change_the_loss(tmp_path, model_and_tokenizer):
             not torch.allclose(grads[n], plain[2][n], atol=1e-7) for n in grads
         )
         assert differs, feature
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"length_weight_exponent": 1.5}, "must be in \\[0, 1\\]"),
+        ({"length_weight_exponent": 0.5, "length_normalization": True}, "contradicts length_normalization"),
+        ({"length_weight_exponent": 0.5, "beta": 0.1}, "needs beta=0"),
+        ({"length_weight_exponent": 0.0, "loss_type": "grpo"}, "contradicts"),
+    ],
+)
+def test_bad_length_weight_settings_are_clear_errors(tmp_path, options, message):
+    args = {**_common_args(tmp_path), **options}
+    with pytest.raises(ValueError, match=message):
+        DrGRPOConfig(**args)
+
+
+def test_graded_length_weight_ends_are_the_two_arms(tmp_path):
+    """alpha = 1 and 0 are the existing switches (the same TRL loss types), whatever the recipe's switch says."""
+    one = DrGRPOConfig(length_weight_exponent=1, length_normalization=False, **_common_args(tmp_path))
+    zero = DrGRPOConfig(length_weight_exponent=0, **_common_args(tmp_path))
+    half = DrGRPOConfig(length_weight_exponent=0.5, **_common_args(tmp_path))
+    assert (one.length_normalization, one.loss_type) == (True, "grpo")
+    assert (zero.length_normalization, zero.loss_type) == (False, "dr_grpo")
+    assert (half.length_normalization, half.loss_type) == (False, "dr_grpo")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig, ScriptArguments
 
-from .objective import STD_EPS
+from .objective import STD_EPS, check_length_weight_exponent
 from .templates import check_endings
 
 # TRL names for the same switches: loss_type <-> length normalization, scale_rewards <-> std normalization.
@@ -84,6 +84,10 @@ class DrGRPOConfig(GRPOConfig):
             `scale_rewards` when that is given (`"group"`/`True` = `True`, `"none"`/`False` = `False`), else `False`.
         loss_normalizer (`float` or `None`, defaults to `None`):
             The constant of Dr. GRPO's aggregation. `None` uses `max_completion_length`, the generation budget.
+        length_weight_exponent (`float` or `None`, defaults to `None`):
+            Research option: a graded length term, token weight `C^(alpha-1) |o_i|^-alpha` (`C` =
+            `loss_normalizer`), alpha in [0, 1]; 1 is GRPO's length normalization, 0 Dr. GRPO's constant (both
+            then run exactly as `length_normalization` does). Needs `beta=0` between 0 and 1.
         truncated_completion_reward (`float`, `"auto"` or `None`, defaults to `"auto"`):
             Score of a response that hit `max_completion_length` without an end of sequence. `"auto"`: 0 from each
             answer-checking reward (a function with `answer_reward = True`, such as [`MathReward`]: the paper's
@@ -140,6 +144,14 @@ class DrGRPOConfig(GRPOConfig):
         default=None,
         metadata={
             "help": "Dr. GRPO's constant loss normalizer. None uses max_completion_length (the budget)."
+        },
+    )
+    length_weight_exponent: float | None = field(
+        default=None,
+        metadata={
+            "help": "Research option: graded length term, token weight C^(alpha-1) |o_i|^-alpha with C = "
+            "loss_normalizer and alpha in [0, 1] (1 = GRPO's length normalization, 0 = Dr. GRPO's constant). "
+            "Unset: length_normalization decides. Strictly between 0 and 1 it needs beta=0."
         },
     )
     truncated_completion_reward: float | str | None = field(
@@ -259,6 +271,7 @@ class DrGRPOConfig(GRPOConfig):
 
     def __post_init__(self) -> None:
         self.truncated_completion_reward = parse_truncation_reward(self.truncated_completion_reward)
+        self._settle_length_weight()
         self._derive_trl_switches()
         self._derive_batch_shape()
         super().__post_init__()
@@ -278,6 +291,27 @@ class DrGRPOConfig(GRPOConfig):
         if self.no_signal_patience < 0:
             raise ValueError(f"no_signal_patience must be >= 0 (0 = off), got {self.no_signal_patience}")
         check_endings(self.endings)
+
+    def _settle_length_weight(self) -> None:
+        """Validate `length_weight_exponent`; alpha = 1 and 0 are `length_normalization` true and false."""
+        alpha = self.length_weight_exponent
+        if alpha is None:
+            return
+        alpha = self.length_weight_exponent = check_length_weight_exponent(alpha)
+        if self.length_normalization and alpha != 1.0:
+            raise ValueError(
+                f"length_weight_exponent={alpha:g} contradicts length_normalization=True (which is alpha = 1); "
+                "set one of the two"
+            )
+        if 0.0 < alpha < 1.0 and self.beta != 0.0:
+            raise ValueError(
+                f"length_weight_exponent={alpha:g} needs beta=0 (the graded weight is applied through the "
+                f"advantages, which the KL term does not see), got beta={self.beta}"
+            )
+        if alpha == 1.0:
+            self.length_normalization = True
+        elif self.length_normalization is None:
+            self.length_normalization = False
 
     def _derive_batch_shape(self) -> None:
         """Per-process sizes from the global batch shape, for the number of processes launched (WORLD_SIZE)."""

@@ -10,7 +10,9 @@ Dr. GRPO (Liu et al., 2025, Section 3.3) removes the two biases:
 * length bias:     1/|o_i|  ->  1/C   (one constant C, the generation budget),
 * difficulty bias: / std(r) ->  removed, so A_i = r_i - mean(r).
 
-Both are switches here, so the paper's 2x2 ablation is four settings of two booleans.
+Both are switches here, so the paper's 2x2 ablation is four settings of two booleans. A research option grades
+the length term (:func:`length_weights`): token weight ``C^(alpha-1) |o_i|^-alpha``, alpha = 1 GRPO, alpha = 0
+Dr. GRPO.
 
 This module is the specification. ``DrGRPOTrainer`` runs TRL's own loss code for the same quantities
 (``loss_type="dr_grpo"`` divides by ``B * max_completion_length``, as :func:`aggregate_token_losses` does with
@@ -52,22 +54,73 @@ def aggregate_token_losses(
     mask: torch.Tensor,
     length_normalization: bool = False,
     normalizer: float | None = None,
+    length_weight_exponent: float | None = None,
 ) -> torch.Tensor:
     """Reduce a (B, T) matrix of token losses to the scalar loss, averaged over the B responses.
 
     GRPO:      L = 1/B sum_i (sum_t l_it m_it) / |o_i|    (``length_normalization=True``)
     Dr. GRPO:  L = 1/B sum_i (sum_t l_it m_it) / C        (C = ``normalizer``, the generation budget)
+    graded:    L = 1/B sum_i (sum_t l_it m_it) / (|o_i|^a C^(1-a))   (a = ``length_weight_exponent``)
 
-    ``|o_i| = sum_t m_it`` (clamped to 1 for an empty response).
+    ``|o_i| = sum_t m_it`` (clamped to 1 for an empty response). a = 1 and a = 0 are computed as the two lines
+    above (the same reduction order as TRL's ``grpo`` and ``dr_grpo``, so the same bits); the graded line is
+    their continuous interpolation (``length_weights``). ``length_weight_exponent`` overrides
+    ``length_normalization``.
     """
     token_sums = (per_token_loss * mask).sum(dim=-1)
+    if length_weight_exponent is not None:
+        alpha = check_length_weight_exponent(length_weight_exponent)
+        if alpha not in (0.0, 1.0):
+            _check_normalizer(normalizer)
+            lengths = mask.sum(dim=-1).clamp(min=1.0)
+            return (token_sums / (lengths**alpha * normalizer ** (1.0 - alpha))).mean()
+        length_normalization = alpha == 1.0
     if length_normalization:
         return (token_sums / mask.sum(dim=-1).clamp(min=1.0)).mean()
+    _check_normalizer(normalizer)
+    return token_sums.sum() / (token_sums.numel() * normalizer)
+
+
+def length_weights(lengths: torch.Tensor, alpha: float, normalizer: float) -> torch.Tensor:
+    """Per-token weight of each response under the graded length term: ``w_i = C^(alpha-1) |o_i|^-alpha``.
+
+    alpha = 1: ``1/|o_i|`` (GRPO); alpha = 0: ``1/C`` (Dr. GRPO). The normaliser ``C^(alpha-1)`` keeps the
+    update's scale between the two arms': a response of length C weighs ``1/C`` at every alpha, and
+    ``w_i = (1/C) (C/|o_i|)^alpha`` moves geometrically from Dr. GRPO's weight to GRPO's.
+    """
+    alpha = check_length_weight_exponent(alpha)
+    _check_normalizer(normalizer)
+    return (normalizer / lengths.clamp(min=1).to(torch.float64)) ** alpha / normalizer
+
+
+def graded_advantages(
+    advantages: torch.Tensor, mask: torch.Tensor, alpha: float, normalizer: float
+) -> torch.Tensor:
+    """Advantages times ``(C/|o_i|)^alpha``, so that Dr. GRPO's ``1/C`` aggregation gives each token the graded
+    weight of :func:`length_weights` (the clipped surrogate is linear in a positive scale of A; the trainer's
+    graded loss). ``advantages`` has shape (B,) or (B, T); ``|o_i| = sum_t m_it``."""
+    scale = (length_weights(mask.sum(dim=-1), alpha, normalizer) * normalizer).to(advantages.dtype)
+    return advantages * (scale if advantages.dim() == 1 else scale.unsqueeze(1))
+
+
+def check_length_weight_exponent(alpha: float) -> float:
+    """``alpha`` as a float in [0, 1], or a one-line ValueError."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"length_weight_exponent must be a number in [0, 1], got {alpha!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise ValueError(
+            f"length_weight_exponent must be in [0, 1] (1 = GRPO's 1/|o|, 0 = Dr. GRPO's 1/C), got {alpha!r}"
+        )
+    return value
+
+
+def _check_normalizer(normalizer: float | None) -> None:
     if normalizer is None or normalizer <= 0:
         raise ValueError(
             f"Dr. GRPO needs a positive constant normalizer (the generation budget), got {normalizer}"
         )
-    return token_sums.sum() / (token_sums.numel() * normalizer)
 
 
 def clipped_surrogate(

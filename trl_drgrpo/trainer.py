@@ -29,7 +29,7 @@ from transformers.utils import logging
 from trl import GRPOTrainer
 
 from .config import AUTO, DrGRPOConfig
-from .objective import group_advantages
+from .objective import graded_advantages, group_advantages
 from .training.checkpointing import CrashSafeTrainerMixin
 from .training.gradient_tokens import GradientTokensMixin
 from .training.model_card import PAPER, write_model_card
@@ -346,10 +346,14 @@ class DrGRPOTrainer(CrashSafeTrainerMixin, GradientTokensMixin, GRPOTrainer):
     def _compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         """TRL's loss for the derived `loss_type`; Dr. GRPO's constant is `loss_normalizer` (default: the budget).
 
-        TRL's `dr_grpo` reduces the token losses exactly as :func:`objective.aggregate_token_losses` does with
-        ``normalizer=max_completion_length``, and `grpo` as with ``length_normalization=True``; the only delta is
-        a constant other than the budget, swapped in for the duration of the call.
+        TRL's `dr_grpo`/`grpo` reduce as :func:`objective.aggregate_token_losses`; the deltas: a constant other
+        than the budget, swapped in for the call, and a graded length term (0 < alpha < 1) on `dr_grpo`'s path.
         """
+        alpha, normalizer = self.args.length_weight_exponent, self.args.loss_normalizer
+        if alpha is not None and 0.0 < alpha < 1.0:
+            mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)  # the tokens TRL's loss sums
+            scaled = graded_advantages(inputs["advantages"], mask, alpha, normalizer)
+            inputs = {**inputs, "advantages": scaled}
         if self.loss_type != "dr_grpo" or self.args.loss_normalizer == self.max_completion_length:
             return super()._compute_loss(model, inputs)
         budget = self.max_completion_length

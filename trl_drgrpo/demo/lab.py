@@ -11,6 +11,10 @@ and ``report.md`` / ``lab_summary.json`` / ``plots/`` are written (``lab_report`
     python -m trl_drgrpo.demo.lab [--variant decision|v1|persistent] [--output_dir outputs/bias-lab]
                                   [--seeds 0,...,7] [--side_seeds 0,1] [--arms grpo,drgrpo]
                                   [--max_steps N] [--jobs 2] [-- extra train.py args]
+    python -m trl_drgrpo.demo.lab --alphas 0,0.25,0.5,1 --seeds ...   # dose-response (make bias-lab-dose)
+
+``--alphas`` replaces the four arms by graded length terms (``length_weight_exponent``, std normalization off),
+one arm ``alpha<a>`` per value, each run for ``--seeds``; ``lab_dose`` then reads the pre-registered analysis.
 
 Finished runs (a ``done.json`` in their folder) are kept, so an interrupted lab continues where it stopped.
 """
@@ -70,6 +74,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         help="seeds of the single-bias arms length_only / std_only (default: the variant's; decision: 0,1)",
     )
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
+    parser.add_argument(
+        "--alphas",
+        default=None,
+        help="comma-separated length_weight_exponent values in [0, 1]: one arm each (std off) instead of --arms",
+    )
+    parser.add_argument(
+        "--slip_rate",
+        type=float,
+        default=None,
+        help="inject slips (gold + 1) into this share of each rollout's responses (lab_slips; default: none)",
+    )
     parser.add_argument("--max_steps", type=int, default=None, help="override the recipe's RL steps")
     parser.add_argument("--pretrain_steps", type=int, default=None, help="override the base model's steps")
     parser.add_argument("--rebuild", action="store_true", help="pretrain the base model and rerun every arm")
@@ -95,12 +110,37 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         if not values:
             parser.error(f"--{name}: give at least one seed")
         setattr(args, "seed_list" if name == "seeds" else "side_seed_list", values)
+    if args.slip_rate is not None and not 0.0 <= args.slip_rate <= 1.0:
+        parser.error(f"--slip_rate must be in [0, 1], got {args.slip_rate}")
     if args.jobs < 1 or args.window < 1:
         parser.error("--jobs and --window must be >= 1")
     args.arm_list = arms
+    if args.alphas is not None:
+        try:
+            alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
+        except ValueError:
+            parser.error(f"--alphas must be comma-separated numbers in [0, 1], got {args.alphas!r}")
+        if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
+            parser.error(f"--alphas must be comma-separated numbers in [0, 1], got {args.alphas!r}")
+        args.arm_list = [alpha_arm(a) for a in alphas]
     if args.recipe is None:
         args.recipe = str(REPO / variant_settings(args.variant)[2])
     return args, [a for a in extra if a != "--"]
+
+
+def alpha_arm(alpha: float) -> str:
+    """The arm name of a graded length term (``alpha0.25``); ``arm_alpha`` reads it back."""
+    return f"alpha{alpha:g}"
+
+
+def arm_alpha(arm: str) -> float | None:
+    """The ``length_weight_exponent`` of an ``alpha<a>`` arm, None for the four switch arms."""
+    return float(arm[len("alpha") :]) if arm.startswith("alpha") else None
+
+
+def arm_label(arm: str) -> str:
+    alpha = arm_alpha(arm)
+    return LABELS[arm] if alpha is None else f"alpha = {alpha:g}"
 
 
 def _bool(flag: bool) -> str:
@@ -111,19 +151,25 @@ def arm_command(
     args: argparse.Namespace, arm: str, seed: int, base: Path, data: Path, run_dir: Path, extra: list[str]
 ) -> list[str]:
     """The training command of one arm and seed (``recipes/train.py`` plus rollout records: ``lab_train``)."""
-    length_norm, std_norm = ARMS[arm]
     cmd = [sys.executable, "-m", "trl_drgrpo.demo.lab_train", "--config", args.recipe]
     cmd += ["--model_name_or_path", str(base), "--dataset_name", str(data), "--output_dir", str(run_dir)]
-    cmd += ["--length_normalization", _bool(length_norm), "--std_normalization", _bool(std_norm)]
+    alpha = arm_alpha(arm)
+    if alpha is None:
+        length_norm, std_norm = ARMS[arm]
+        cmd += ["--length_normalization", _bool(length_norm), "--std_normalization", _bool(std_norm)]
+    else:  # alpha decides length_normalization (1: true, else false; the recipe's value is false)
+        cmd += ["--length_weight_exponent", f"{alpha:g}", "--std_normalization", "false"]
     cmd += ["--seed", str(seed), "--run_name", f"{arm}-seed{seed}"]
     if args.max_steps is not None:
         cmd += ["--max_steps", str(args.max_steps), "--save_steps", str(args.max_steps)]
+    if args.slip_rate is not None:
+        cmd += ["--slip_rate", f"{args.slip_rate:g}"]
     return cmd + extra
 
 
 def arm_seeds(args: argparse.Namespace, arm: str) -> list[int]:
     """The seeds an arm runs: ``--seeds`` for GRPO and Dr. GRPO, ``--side_seeds`` for the single-bias arms."""
-    return args.seed_list if arm in ("grpo", "drgrpo") else args.side_seed_list
+    return args.seed_list if arm in ("grpo", "drgrpo") or arm_alpha(arm) is not None else args.side_seed_list
 
 
 def _run_all(jobs: list[tuple[str, list[str], Path]], parallel: int) -> None:
@@ -227,10 +273,11 @@ def main(argv: list[str] | None = None) -> dict:
     mechanisms = {
         arm: {seed: load_mechanism(d) for seed, d in seeds.items()} for arm, seeds in run_dirs.items()
     }
+    labels = {arm: arm_label(arm) for arm in run_dirs}
     report = build_report(
         histories,
         accuracies,
-        labels=LABELS,
+        labels=labels,
         window=args.window,
         base_accuracy=base_accuracy,
         mechanisms=mechanisms,
@@ -240,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["markdown"] += (
         f"\nBase model weights (SHA-256 of the tensors): `{report['base_weights_sha256']}`.\n"
     )
-    data_out = write_report(out, run_dirs, report, labels=LABELS, mechanisms=mechanisms)
+    data_out = write_report(out, run_dirs, report, labels=labels, mechanisms=mechanisms)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     timings = {
         "total_wall_s": round(time.time() - start, 1),

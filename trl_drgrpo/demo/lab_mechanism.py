@@ -12,13 +12,12 @@ All pure functions over plain lists, so the tests check them on hand-written res
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ..rewards.extraction import last_boxed
 from .synthetic import _FILLERS
 
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 _CHECK_PREFIX = "Let's check this step by step"
 
 
@@ -69,14 +68,18 @@ def _as_int(text: str) -> int | None:
 
 
 def parse_response(text: str, gold: str | int) -> Structure:
-    """The structure of one response to a question whose answer is ``gold`` (see ``Structure``)."""
-    match = _BOXED.search(text)
-    if match is None:
+    """The structure of one response to a question whose answer is ``gold`` (see ``Structure``).
+
+    The answer is the last ``\\boxed{}``, the one ``MathReward`` grades; the decision is what follows it.
+    """
+    content = last_boxed(text)  # the reward's own reading
+    if content is None:
         return Structure("unboxed")
-    stated, gold_int = _as_int(match.group(1)), _as_int(str(gold))
+    end = text.rfind("\\boxed") + len("\\boxed{") + len(content) + 1
+    stated, gold_int = _as_int(content), _as_int(str(gold))
     right = stated is not None and stated == gold_int
     slip = not right and stated is not None and gold_int is not None and stated == gold_int + 1
-    tail = text[match.end() :]
+    tail = text[end:]
     tail = tail[1:] if tail.startswith(".") else tail
     tail = tail.strip()
     if not tail:
@@ -95,7 +98,8 @@ def _rate(hits: int, total: int) -> float | None:
 
 def decision_rates(structures: Sequence[Structure]) -> dict[str, float | None]:
     """P(continue | boxed wrong), P(continue | boxed right), mean filler sentences after a wrong answer that
-    continues, boxed rate and wrong rate among boxed answers (None where nothing was counted)."""
+    continues, boxed rate, wrong and slip rates among boxed answers and P(continue | slip) (None where nothing
+    was counted)."""
     wrong = [s for s in structures if s.verdict == "wrong"]
     right = [s for s in structures if s.verdict == "right"]
     boxed = len(wrong) + len(right)
@@ -107,12 +111,20 @@ def decision_rates(structures: Sequence[Structure]) -> dict[str, float | None]:
         "boxed_rate": _rate(boxed, len(structures)),
         "wrong_rate": _rate(len(wrong), boxed),
         "slip_rate": _rate(sum(s.slip for s in wrong), boxed),
+        "p_continue_slip": _rate(sum(s.continued for s in wrong if s.slip), sum(s.slip for s in wrong)),
         "n_wrong": float(len(wrong)),
     }
 
 
-def token_weights(lengths: Sequence[int], length_normalization: bool, budget: int) -> list[float]:
-    """Each response's per-token weight in the loss, before the batch mean: 1/|o_i| (GRPO) or 1/C (Dr. GRPO)."""
+def token_weights(
+    lengths: Sequence[int], length_normalization: bool, budget: int, alpha: float | None = None
+) -> list[float]:
+    """Each response's per-token weight in the loss, before the batch mean: 1/|o_i| (GRPO) or 1/C (Dr. GRPO);
+    with ``alpha`` (``length_weight_exponent``) the graded ``C^(alpha-1) |o_i|^-alpha`` (``objective.length_weights``)."""
+    if alpha is not None and 0.0 < alpha < 1.0:
+        if budget <= 0:
+            raise ValueError(f"the budget C must be positive, got {budget}")
+        return [(budget / max(1, n)) ** alpha / budget for n in lengths]
     if length_normalization:
         return [1.0 / max(1, n) for n in lengths]
     if budget <= 0:
@@ -193,7 +205,12 @@ def bucket_shares(
 def rollout_mechanism(record: Mapping, threshold: float = 0.5) -> dict:
     """Every mechanism figure of one recorded rollout (a ``rollouts.jsonl`` line of ``lab_train``)."""
     structures = [parse_response(t, g) for t, g in zip(record["completions"], record["answers"], strict=True)]
-    weights = token_weights(record["lengths"], record["length_normalization"], record["budget"])
+    weights = token_weights(
+        record["lengths"],
+        record["length_normalization"],
+        record["budget"],
+        record.get("length_weight_exponent"),
+    )
     out = {"step": record["step"], **decision_rates(structures)}
     out.update(
         {

@@ -256,7 +256,14 @@ def mechanism_numbers(steps: Sequence[Mapping], window: int) -> dict[str, float 
         ),
         "signal_per_step": sum(s["pred_drift"] for s in steps) / len(steps),
     }
-    for key in ("p_continue_right", "wrong_rate", "slip_rate", "fillers_after_wrong", "boxed_rate"):
+    for key in (
+        "p_continue_right",
+        "p_continue_slip",
+        "wrong_rate",
+        "slip_rate",
+        "fillers_after_wrong",
+        "boxed_rate",
+    ):
         values = [s[key] for s in steps if s.get(key) is not None]
         start, end = start_end(values, window) if values else (None, None)
         out[f"{key}_start"], out[f"{key}_end"] = start, end
