@@ -129,7 +129,7 @@ ablation-templates: ## Dr. GRPO on RECIPE with the r1, qwen_math and no template
 			--output_dir outputs/ablation-templates/$(RECIPE_MODEL)/analysis/templates; \
 	fi
 
-gpu-check: ## One GPU, <= 8 min: environment, bench --bf16, 3 colocated vLLM steps, 20-problem eval with both backends (DRY_RUN=1: plan only)
+gpu-check: ## GPU machine, ~5-8 min: environment (driver/CUDA), bench --bf16, 3 colocated vLLM steps (and on N GPUs under ZeRO-2), 20-problem eval with both backends (DRY_RUN=1: plan only)
 	$(PYTHON) scripts/gpu_check.py $(if $(DRY_RUN),--dry-run) $(ARGS)
 
 bench: ## Run every benchmarks/*.py script
