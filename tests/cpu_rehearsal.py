@@ -114,8 +114,9 @@ def launch(root: Path, name: str, faults: str = "") -> Outcome:
     outcome = Outcome(name, faults or "-", result, time.monotonic() - start)
     outcome.trained = [s for s in _logged_steps(run_dir) if s not in before]
     outcome.checkpoints = sorted(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*"))
-    (logs,) = set((root / name).glob("logs-*")) - old_logs
-    (logs / "launcher.log").write_text(result.stderr)
+    logs = root / name / f"logs-launcher-{len(old_logs)}"
+    for logs in set((root / name).glob("logs-*")) - old_logs:  # the launch's own (none if it never started)
+        (logs / "launcher.log").write_text(result.stderr)
     stdout = [p.read_text(errors="replace") for p in sorted(logs.glob("*/attempt_0/*/stdout.log"))]
     outcome.engines = sum("Initializing a V1 LLM engine" in text for text in stdout)
     took = [
@@ -196,7 +197,8 @@ def rehearse(root: Path, recipe: str, suite: Path) -> tuple[str, list[str]]:
     b2 = launch(root, "interrupted", TERM)
     b3 = launch(root, "interrupted")
     ra, rb = root / "uninterrupted" / "run", root / "interrupted" / "run"
-    endings = yaml.safe_load((root / "recipe.yaml").read_text()).get("endings", "paper")
+    config = yaml.safe_load((root / "recipe.yaml").read_text())
+    endings = config.get("endings", "paper")
 
     check(results, failures, a.launch.code == 0, f"uninterrupted: exit {a.launch.code} (expected 0)")
     check(
@@ -251,10 +253,9 @@ def rehearse(root: Path, recipe: str, suite: Path) -> tuple[str, list[str]]:
         check(results, failures, eval_a.get(STEPS, {}).get("responses") == eval_b.get(STEPS, {}).get("responses"),
               f"final evaluation: the resumed run's {len(eval_b.get(STEPS, {}).get('responses', []))} greedy "
               "responses equal the uninterrupted run's")  # fmt: skip
-        stops = (
-            yaml.safe_load((root / "recipe.yaml").read_text()).get("template") == "r1" and endings == "paper"
-        )
-        if stops:  # R1 under the paper's endings: a response stops at its first </answer>, which it keeps
+        if (
+            config.get("template") == "r1" and endings == "paper"
+        ):  # R1 under the paper's endings: a response stops at its first </answer>, which it keeps
             finished = [r for e in eval_a.values() for r in e["finished"]]
             at_stop = sum(r.rstrip().endswith("</answer>") for r in finished)
             past = [r for r in finished if "</answer>" in r and not r.rstrip().endswith("</answer>")]
