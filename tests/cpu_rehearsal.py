@@ -46,6 +46,7 @@ KILL = "step@1:5"  # SIGKILL on rank 1 as step 5 ends: inside rollout 3 (steps 5
 TERM = "term@1:5"  # in the resumed launch: SIGTERM on rank 1 as step 5 begins
 SIGTERM_EXIT_CODE = 143
 LAUNCH_TIMEOUT_S = 600
+LONG_BUDGET = 64  # templates without a stop string: the twin's answer, its tail and EOS take up to ~60 tokens
 # The recipe's keys this rehearsal changes: CPU arithmetic, the twin's size, a short run.
 OVERRIDES = {
     "use_cpu": True,
@@ -92,11 +93,13 @@ def prepare(root: Path, recipe: str, suite: Path) -> Path:
 
     from tests.vllm_twin import build_twin, training_problems
 
-    twin = build_twin(root / "twin", suite)
+    config = yaml.safe_load((REPO / recipe).read_text())
+    twin = build_twin(root / "twin", suite, template=config["template"])
     rows = [{"problem": p, "answer": a} for _, p, a in training_problems(suite)]
     DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(root / "data"))
-    config = yaml.safe_load((REPO / recipe).read_text())
     config.update(OVERRIDES)
+    if not config["template"] == "r1":  # no stop string: the twin's answer runs on to its tail and EOS
+        config.update(max_completion_length=LONG_BUDGET, eval_max_tokens=LONG_BUDGET)
     config.update(model_name_or_path=twin, dataset_name=str(root / "data"), eval_data=str(suite))
     config["run_name"] = f"cpu-rehearsal-{Path(recipe).stem}"
     (root / "recipe.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -170,6 +173,18 @@ def weights_difference(a: Path, b: Path, same_names: bool = True) -> float:
     if same_names and wa.keys() != wb.keys():
         return float("inf")
     return max(float((wa[k].double() - wb[k].double()).abs().max()) for k in wa.keys() & wb.keys())
+
+
+def endings_check(evals: dict[int, dict], stops: bool) -> tuple[bool, str]:
+    """Where the finished evaluation responses end: at their first ``</answer>`` when the endings stop there (R1
+    under the paper's endings), else past it (no stop string: the twin writes its tail, then EOS)."""
+    finished = [r for e in evals.values() for r in e["finished"]]
+    tagged = [r for r in finished if "</answer>" in r]
+    at_stop = sum(r.rstrip().endswith("</answer>") for r in tagged)
+    ok = bool(tagged) and at_stop == (len(tagged) if stops else 0)
+    rule = "stop at </answer>" if stops else "no stop string"
+    return ok, (f"endings ({rule}): of {len(finished)} finished evaluation responses {len(tagged)} write </answer>, "
+                f"{at_stop} end there")  # fmt: skip
 
 
 def rank_exit_codes(launch: Launch) -> set[str]:
@@ -253,15 +268,8 @@ def rehearse(root: Path, recipe: str, suite: Path) -> tuple[str, list[str]]:
         check(results, failures, eval_a.get(STEPS, {}).get("responses") == eval_b.get(STEPS, {}).get("responses"),
               f"final evaluation: the resumed run's {len(eval_b.get(STEPS, {}).get('responses', []))} greedy "
               "responses equal the uninterrupted run's")  # fmt: skip
-        if (
-            config.get("template") == "r1" and endings == "paper"
-        ):  # R1 under the paper's endings: a response stops at its first </answer>, which it keeps
-            finished = [r for e in eval_a.values() for r in e["finished"]]
-            at_stop = sum(r.rstrip().endswith("</answer>") for r in finished)
-            past = [r for r in finished if "</answer>" in r and not r.rstrip().endswith("</answer>")]
-            check(results, failures, at_stop > 0 and not past,
-                  f"R1 endings: {at_stop} of {len(finished)} finished evaluation responses end at </answer>, "
-                  f"{len(past)} run past it")  # fmt: skip
+        ok, message = endings_check(eval_a, stops=config["template"] == "r1" and endings == "paper")
+        check(results, failures, ok, message)
         table_rows = summary_rows(a, logs_a, eval_a, b1, b2, b3, diff)
     return table(table_rows, results, recipe, endings), failures
 

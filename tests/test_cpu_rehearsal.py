@@ -98,3 +98,13 @@ def test_the_overrides_keep_the_recipes_launch_shape():
             "eval_benchmarks", "eval_at_start", "learning_rate", "temperature", "gradient_checkpointing"}  # fmt: skip
     assert not kept & set(rehearsal.OVERRIDES)
     assert rehearsal.OVERRIDES["samples_per_rollout"] % rehearsal.OVERRIDES["samples_per_step"] == 0
+
+
+def test_endings_check_tells_a_stop_at_answer_from_a_run_on_to_eos():
+    stopped = {0: {"finished": ["a </answer>", "b </answer> ", "no tag"]}}
+    ran_on = {0: {"finished": ["a </answer> And that is all", "no tag"]}}
+    assert rehearsal.endings_check(stopped, stops=True)[0]
+    assert not rehearsal.endings_check(ran_on, stops=True)[0]  # a stop string that did not stop
+    assert rehearsal.endings_check(ran_on, stops=False)[0]
+    assert not rehearsal.endings_check(stopped, stops=False)[0]  # stopped where nothing should stop
+    assert not rehearsal.endings_check({0: {"finished": ["no tag"]}}, stops=True)[0]  # nothing to judge by
