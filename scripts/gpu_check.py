@@ -16,6 +16,7 @@ agreement of the two.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -27,6 +28,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TRL_RANGE = ("1.16", "1.17")  # pyproject: trl>=1.16,<1.17
+# A first start of vLLM imports it, compiles the model (torch.compile) and captures CUDA graphs, in every process
+# (the compile cache is per rank): the steps that start vLLM get this many seconds on top of their warm limit.
+# Not measured on a GPU yet (docs/vllm.md#time-limits-and-cold-starts).
+COLD_START_S = 240
+MULTI_MAX_PROCESSES = 8  # the paper's launch: ZeRO-2 over 8 GPUs, one colocated engine per process
 sys.path.insert(0, str(REPO))  # this checkout's trl_drgrpo, whatever is installed
 
 
@@ -70,7 +76,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--vllm_gpu_memory_utilization", type=float, default=0.3, help="GPU share of the colocated engine."
     )
     parser.add_argument(
-        "--skip", default="", help="Comma list of steps to leave out (bench, model, train, eval)."
+        "--skip", default="", help="Comma list of steps to leave out (bench, model, train, multi, eval)."
+    )
+    parser.add_argument(
+        "--num_gpus",
+        type=int,
+        default=None,
+        help="GPUs to plan for (default: the visible ones); more than 1 adds the multi-process training step.",
+    )
+    parser.add_argument(
+        "--cold_start_s",
+        type=int,
+        default=COLD_START_S,
+        help="Extra seconds each step that starts vLLM may take: a first start imports and compiles in every process.",
     )
     parser.add_argument(
         "--dry-run", "--dry_run", dest="dry_run", action="store_true", help="Print the plan only."
@@ -78,9 +96,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.eval_problems < 1 or args.train_steps < 1 or args.pretrain_steps < 1:
         parser.error("--eval_problems, --train_steps and --pretrain_steps must be >= 1")
-    unknown = set(filter(None, args.skip.split(","))) - {"bench", "model", "train", "eval"}
+    unknown = set(filter(None, args.skip.split(","))) - {"bench", "model", "train", "multi", "eval"}
     if unknown:
-        parser.error(f"--skip: unknown steps {sorted(unknown)}; choose among bench, model, train, eval")
+        parser.error(
+            f"--skip: unknown steps {sorted(unknown)}; choose among bench, model, train, multi, eval"
+        )
+    if (args.num_gpus is not None and args.num_gpus < 0) or args.cold_start_s < 0:
+        parser.error("--num_gpus and --cold_start_s must be >= 0")
     return args
 
 
@@ -96,14 +118,13 @@ def check_environment() -> list[Check]:
     import torch
 
     cuda = torch.cuda.is_available()
-    gpu = torch.cuda.get_device_name(0) if cuda else "none"
     checks = [
         Check("torch", torch.__version__, True),
-        Check(
-            "CUDA GPU",
-            f"{torch.cuda.device_count()} x {gpu}" if cuda else "none",
-            cuda,
-            "a CUDA build of torch",
+        gpu_check_of(
+            torch.version.cuda,
+            torch.cuda.device_count() if cuda else 0,
+            torch.cuda.get_device_name(0) if cuda else "",
+            nvidia_driver_version(),
         ),
         Check(
             "bf16",
@@ -132,6 +153,79 @@ def check_environment() -> list[Check]:
     )
     checks.append(Check("deepspeed", _version("deepspeed") or "missing (optional)", True))
     return checks
+
+
+# ---------------------------------------------------------------------------------------------- driver and CUDA
+# The oldest NVIDIA driver (Linux) that runs a CUDA major version's builds, under CUDA's minor version
+# compatibility (NVIDIA, "CUDA Compatibility", table of minimum required driver versions). torch 2.13.0's PyPI
+# wheels are CUDA 13.0 builds (they require cuda-toolkit==13.0.3): they need 580 or newer.
+MIN_DRIVER = {11: "450.80.02", 12: "525.60.13", 13: "580"}
+DRIVER_FILE = Path("/proc/driver/nvidia/version")
+DRIVER_DOC = "docs/gpu.md#nvidia-driver-and-cuda"
+
+
+def parse_driver_version(text: str) -> str | None:
+    """The driver version in ``/proc/driver/nvidia/version``'s NVRM line or ``nvidia-smi``'s query output."""
+    import re
+
+    for line in text.splitlines():
+        if line.startswith("NVRM") or re.fullmatch(r"\s*\d+\.\d+(\.\d+)?\s*", line):
+            found = re.search(r"(?<![\w.])(\d+\.\d+(?:\.\d+)?)(?![\w.])", line)
+            if found:
+                return found.group(1)
+    return None
+
+
+def nvidia_driver_version() -> str | None:
+    """The loaded NVIDIA driver's version (kernel module file, else ``nvidia-smi``); None without one."""
+    try:
+        found = parse_driver_version(DRIVER_FILE.read_text())
+        if found:
+            return found
+    except OSError:
+        pass
+    try:
+        query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+        return parse_driver_version(subprocess.run(query, capture_output=True, text=True, timeout=20).stdout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def required_driver(cuda: str) -> str | None:
+    """The oldest driver for torch built with CUDA ``cuda`` (e.g. ``"13.0"``), when known."""
+    try:
+        return MIN_DRIVER.get(int(cuda.split(".")[0]))
+    except ValueError:
+        return None
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def gpu_check_of(torch_cuda: str | None, device_count: int, device_name: str, driver: str | None) -> Check:
+    """The "CUDA GPU" check: a usable GPU, or which of CPU-only torch, a too old driver, no GPU stops it."""
+    if torch_cuda is None:
+        beside = f"; NVIDIA driver {driver} present" if driver else ""
+        return Check("CUDA GPU", f"none: CPU-only torch build{beside}", False,
+                     "a CUDA build of torch (make install-gpu)")  # fmt: skip
+    needed = required_driver(torch_cuda)
+    if device_count > 0:
+        return Check("CUDA GPU", f"{device_count} x {device_name} (torch CUDA {torch_cuda}, driver {driver or '?'})",
+                     True)  # fmt: skip
+    if driver is None:
+        return Check("CUDA GPU", f"none: torch built for CUDA {torch_cuda}, but no NVIDIA driver found", False,
+                     f"a machine with an NVIDIA GPU and driver >= {needed or '?'}")  # fmt: skip
+    if needed and _version_tuple(driver) < _version_tuple(needed):
+        return Check(
+            "CUDA GPU",
+            f"none: NVIDIA driver {driver} is too old for torch built with CUDA {torch_cuda}",
+            False,
+            f"driver >= {needed} for CUDA {torch_cuda.split('.')[0]}.x, or torch and vLLM built for the driver's "
+            f"CUDA ({DRIVER_DOC})",
+        )
+    return Check("CUDA GPU", f"none: driver {driver} and torch CUDA {torch_cuda}, but torch sees no GPU", False,
+                 "a visible GPU (CUDA_VISIBLE_DEVICES, nvidia-smi)")  # fmt: skip
 
 
 def _in_range(version: str, low: str, high: str) -> bool:
@@ -215,9 +309,14 @@ def plan(args: argparse.Namespace) -> list[Step]:
                     str(args.vllm_gpu_memory_utilization),
                     *eval_args,
                 ],
-                180,
+                180 + args.cold_start_s,
             )  # fmt: skip
         )
+        gpus = args.num_gpus if args.num_gpus is not None else visible_gpus()
+        if gpus > 1 and "multi" not in skip:
+            steps.append(
+                multi_process_step(steps[-1], min(gpus, MULTI_MAX_PROCESSES), out, args.cold_start_s)
+            )
     if "eval" not in skip:
         for backend in ("vllm", "transformers"):
             command = [py, "recipes/evaluate.py", "--model", str(model), "--template", "no", "--benchmarks", "math",
@@ -227,7 +326,9 @@ def plan(args: argparse.Namespace) -> list[Step]:
                 command += ["--data", args.eval_data]
             if backend == "vllm":
                 command += ["--max_model_len", "2048", "--gpu_memory_utilization", "0.3"]
-            steps.append(Step(f"eval-{backend}", command, 90 if backend == "vllm" else 60))
+            steps.append(
+                Step(f"eval-{backend}", command, 90 + args.cold_start_s if backend == "vllm" else 60)
+            )
     return steps
 
 
@@ -242,6 +343,54 @@ def offline_stop(args: argparse.Namespace) -> str | None:
     except ValueError as error:
         return f"{error} (or give EVAL_DATA=<a load_from_disk suite with a math split>)"
     return None
+
+
+def visible_gpus() -> int:
+    """CUDA devices torch sees here (0 without a CUDA build or a GPU)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def multi_process_step(train: Step, processes: int, out: Path, cold_start_s: int) -> Step:
+    """The ``train`` step as the paper launches it: ``accelerate launch`` under ZeRO-2, one process per GPU, each
+    with its own colocated vLLM engine, the in-training evaluation sharded over them."""
+    script = train.command.index("recipes/train.py")
+    args = train.command[script:]
+    args[args.index("--output_dir") + 1] = str(out / "train-multi")
+    launch = [train.command[0], "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/zero2.yaml",
+              "--num_processes", str(processes)]  # fmt: skip
+    # every process starts (and compiles) its engine at once, and DeepSpeed initialises over NCCL first
+    return Step("train-multi", launch + args, 240 + cold_start_s, dict(train.env))
+
+
+def run_step(step: Step, log: Path, env: dict[str, str], grace_s: float = 45) -> int | None:
+    """Run ``step`` with its output in ``log``; its exit status, or None when it ran past its time limit.
+
+    On a timeout the step and every process it started get SIGTERM, and SIGKILL ``grace_s`` later: a launcher's
+    ranks (torch elastic gives each a session of its own) and their engines, holding GPU memory, must not outlive
+    the check.
+    """
+    import psutil
+
+    with log.open("w") as fh:
+        proc = subprocess.Popen(step.command, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        try:
+            return proc.wait(timeout=step.timeout_s)
+        except subprocess.TimeoutExpired:
+            try:
+                family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            except psutil.NoSuchProcess:
+                family = []
+            for member in family:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    member.terminate()
+            _, alive = psutil.wait_procs(family, timeout=grace_s)
+            for member in alive:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    member.kill()
+            proc.wait()
+            return None
 
 
 def write_train_data(path: Path) -> None:
@@ -272,8 +421,8 @@ def _summary(step: str, out: Path) -> str:
         if path.exists():
             m = json.loads(path.read_text())["benchmarks"]["math"]
             return f"accuracy {m['accuracy']:.3f}, truncated {m['truncated']:.2f}, tokens {m['mean_response_tokens']:.0f}"
-    if step == "train":
-        evals = sorted((out / "train" / "eval").glob("step_*/summary.json"))
+    if step in ("train", "train-multi"):
+        evals = sorted((out / step / "eval").glob("step_*/summary.json"))
         return f"{len(evals)} in-training evaluations ({', '.join(p.parent.name for p in evals)})"
     return ""
 
@@ -324,13 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     for s in steps:
         start = time.time()
         log = out / f"{s.name}.log"
-        try:
-            with log.open("w") as fh:
-                rc = subprocess.run(s.command, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, timeout=s.timeout_s,
-                                    env={**os.environ, "PYTHONPATH": pythonpath, **s.env}).returncode  # fmt: skip
-            status = "ok" if rc == 0 else f"FAILED (rc {rc}, {log})"
-        except subprocess.TimeoutExpired:
-            status = f"TIMEOUT ({log})"
+        rc = run_step(s, log, {**os.environ, "PYTHONPATH": pythonpath, **s.env})
+        status = f"TIMEOUT ({log})" if rc is None else "ok" if rc == 0 else f"FAILED (rc {rc}, {log})"
         failed |= status != "ok"
         tail = log.read_text().strip().splitlines()[-1:] if s.name == "bench" and log.exists() else []
         rows.append(

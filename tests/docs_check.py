@@ -248,7 +248,7 @@ def command_entry(tokens: Sequence[str], root: Path) -> tuple[Entry, int] | None
             return ("module", f"{PACKAGE}.demo.tiny"), i + 1
         if token == "-m" and i + 1 < len(tokens) and tokens[i + 1].split(".")[0] == PACKAGE:
             return ("module", tokens[i + 1]), i + 2
-        if token.endswith(".py") and token.split("/")[0] in ("recipes", "benchmarks"):
+        if token.endswith(".py") and token.split("/")[0] in ("recipes", "benchmarks", "scripts"):
             return (("path", token), i + 1) if (root / token).is_file() else None
     return None
 

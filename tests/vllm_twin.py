@@ -34,9 +34,14 @@ def training_problems(suite: str | os.PathLike, count: int = NUM_PROBLEMS) -> li
 
 
 def build_twin(
-    output_dir: str | os.PathLike, suite: str | os.PathLike, steps: int = 60, seed: int = 0
+    output_dir: str | os.PathLike,
+    suite: str | os.PathLike,
+    steps: int = 60,
+    seed: int = 0,
+    template: str = "r1",
 ) -> str:
-    """Write the twin (float32, tied embeddings) to ``output_dir``; return the path."""
+    """Write the twin (float32, tied embeddings) to ``output_dir``; return the path. ``template``: the prompts it
+    learns to answer (the answer is the same R1-style text under any template)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trl_drgrpo.demo.tiny import build_tiny_model
@@ -48,10 +53,10 @@ def build_twin(
     )
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out)
-    template = get_template("r1")
+    prompt_template = get_template(template)
     rows = []
     for _, problem, answer in training_problems(suite):
-        prompt = tokenizer(template.format(problem), add_special_tokens=False)["input_ids"]
+        prompt = tokenizer(prompt_template.format(problem), add_special_tokens=False)["input_ids"]
         completion = tokenizer(twin_completion(answer), add_special_tokens=False)["input_ids"]
         rows.append((prompt + completion + [tokenizer.eos_token_id], len(prompt)))
     width = max(len(ids) for ids, _ in rows)

@@ -44,8 +44,10 @@ def launch_two_ranks(
     timeout_s: float = 300,
     env: dict[str, str] | None = None,
     args: list[str] | None = None,
+    config: str = "cpu_ddp.yaml",
 ) -> Launch:
-    """Run the 2-process training of ``workload/recipe.yaml`` into ``out/run`` (faults: see ``fault_point``)."""
+    """Run the 2-process training of ``workload/recipe.yaml`` into ``out/run`` (faults: see ``fault_point``) under
+    ``accelerate_configs/<config>``."""
     logs = out / f"logs-{time.monotonic_ns()}"
     environment = {
         **os.environ,
@@ -63,7 +65,7 @@ def launch_two_ranks(
         "-m",
         "accelerate.commands.launch",
         "--config_file",
-        str(REPO / "accelerate_configs" / "cpu_ddp.yaml"),
+        str(REPO / "accelerate_configs" / config),
         "--main_process_port",
         str(free_port()),
         "--log_dir",  # with --tee: each rank's output also goes to <log_dir>/<run id>/attempt_0/<rank>/
