@@ -159,6 +159,21 @@ def test_dead_worker_scores_zero_and_is_replaced():
         assert r._pool.killed == 1
 
 
+def test_sigterm_to_the_process_group_leaves_the_grading_workers_alive():
+    """A scheduler's SIGTERM reaches every process of the group; the trainer finishes its step (grading included)
+    before it stops, so the template and its workers must outlive the signal and grade as before."""
+    import signal
+
+    with MathReward(num_workers=2, timeout_s=5.0) as r:
+        assert r(COMPLETIONS, answer=GOLDS) == EXPECTED  # template and workers started
+        pool = r._pool
+        for pid in [pool._template.process.pid, *(w.pid for w in pool.workers)]:
+            os.kill(pid, signal.SIGTERM)
+        time.sleep(0.5)  # a default SIGTERM would have ended them by now
+        assert r(COMPLETIONS * 3, answer=GOLDS * 3) == EXPECTED * 3
+        assert pool.died == 0 and pool.template_restarts == 0 and r.last_died == 0
+
+
 @pytest.mark.parametrize("num_workers", [0, 1])
 def test_a_raising_grader_is_told_from_a_graded_zero(num_workers):
     """Same 0.0 reward, three different stories: graded, no answer, raised (in the pool and in-process)."""

@@ -37,7 +37,12 @@ _MAX_SLOW_LANE = 16  # most items running side by side in the slow lane
 _MAX_CHUNK = 32
 # The template needs only the grader: register the package without running its __init__ (which could import
 # torch/TRL and cost seconds).
+# SIGTERM is ignored from the template's first line (its forked workers inherit that): a scheduler signals the
+# whole process group, and the trainer finishes its step, grading included, before it saves and stops. A worker
+# killed by it would score its item 0 and the resumed run would differ. The pool stops them with SIGKILL, and
+# they exit on EOF when the trainer is gone.
 _TEMPLATE_BOOTSTRAP = (
+    "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
     "import importlib.util, sys, types\n"
     "spec = importlib.util.find_spec('trl_drgrpo')\n"
     "package = types.ModuleType('trl_drgrpo')\n"
