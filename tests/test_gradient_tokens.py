@@ -17,6 +17,7 @@ import zlib
 
 import pytest
 import torch
+import transformers
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
@@ -345,6 +346,12 @@ def test_same_update_with_absolute_position_embeddings(tmp_path, absolute_positi
     _assert_savings(trl_shapes, our_shapes)
 
 
+@pytest.mark.xfail(
+    transformers.__version__.startswith("5.17."),
+    reason="open: under transformers 5.17 (vLLM's) the tiny OPT's embed_tokens gradient differs from TRL's by 8e-3 "
+    "at step 0, also with trimming off; passes under 5.25 (docs/gradient-tokens.md)",
+    strict=True,
+)
 def test_same_update_with_positions_from_the_attention_mask(tmp_path, mask_positions_model):
     """OPT's default positions count real tokens (cumsum of the mask): the check forward finds it and the trimmed
     batch keeps the model's own positions (no arange offset)."""
