@@ -17,7 +17,6 @@ import zlib
 
 import pytest
 import torch
-import transformers
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
@@ -183,14 +182,14 @@ def _saved_model(tmp_path_factory, tiny_model_dir, name: str, make):
     return AutoModelForCausalLM.from_pretrained(path), tok
 
 
-@pytest.fixture(scope="module")
-def mask_positions_model(tiny_model_dir, tmp_path_factory):
+def _opt(tiny_model_dir, tmp_path_factory, name: str, **options):
     """A tiny OPT: its positions are ``cumsum(attention_mask) - 1`` (the first real token of a left-padded row
     is position 0), not ``arange`` over the columns."""
     from transformers import OPTConfig, OPTForCausalLM
 
     def make(tok):
         config = OPTConfig(
+            **options,
             vocab_size=len(tok),
             hidden_size=32,
             word_embed_proj_dim=32,
@@ -207,7 +206,31 @@ def mask_positions_model(tiny_model_dir, tmp_path_factory):
         )
         return OPTForCausalLM(config)
 
-    return _saved_model(tmp_path_factory, tiny_model_dir, "opt", make)
+    return _saved_model(tmp_path_factory, tiny_model_dir, name, make)
+
+
+@pytest.fixture(scope="module")
+def mask_positions_model(tiny_model_dir, tmp_path_factory):
+    return _opt(tiny_model_dir, tmp_path_factory, "opt")
+
+
+@pytest.fixture(scope="module")
+def layer_drop_model(tiny_model_dir, tmp_path_factory):
+    """A tiny OPT that skips each layer with probability 0.5 in training (one draw per layer and forward)."""
+    return _opt(tiny_model_dir, tmp_path_factory, "opt-layerdrop", layerdrop=0.5)
+
+
+@pytest.fixture(scope="module")
+def dropout_model(tiny_model_dir, tmp_path_factory):
+    """A tiny GPT-2 with dropout 0.1: its random masks depend on the batch's shape."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    def make(tok):
+        config = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=2, n_head=2)
+        config.pad_token_id, config.eos_token_id = tok.pad_token_id, tok.eos_token_id
+        return GPT2LMHeadModel(config)
+
+    return _saved_model(tmp_path_factory, tiny_model_dir, "gpt2-dropout", make)
 
 
 #: Original context of the dynamic-RoPE model: below TRL's padded width (longest prompt 30 + budget 16), above
@@ -346,18 +369,30 @@ def test_same_update_with_absolute_position_embeddings(tmp_path, absolute_positi
     _assert_savings(trl_shapes, our_shapes)
 
 
-@pytest.mark.xfail(
-    transformers.__version__.startswith("5.17."),
-    reason="open: under transformers 5.17 (vLLM's) the tiny OPT's embed_tokens gradient differs from TRL's by 8e-3 "
-    "at step 0, also with trimming off; passes under 5.25 (docs/gradient-tokens.md)",
-    strict=True,
-)
 def test_same_update_with_positions_from_the_attention_mask(tmp_path, mask_positions_model):
     """OPT's default positions count real tokens (cumsum of the mask): the check forward finds it and the trimmed
     batch keeps the model's own positions (no arange offset)."""
     _, ours, trl_shapes, our_shapes = _compare(tmp_path, mask_positions_model)
     _assert_savings(trl_shapes, our_shapes)
     assert ours._positions == "mask" and any("attention mask" in note for note in ours._notes)
+
+
+def test_same_update_and_random_stream_with_layer_drop(tmp_path, layer_drop_model):
+    """Layer drop draws one number per layer and forward, whatever the shape: cutting micro-batches keeps TRL's
+    draws; leaving out TRL's old log-prob forward, recomputing it, or moving rows between micro-batches would not
+    (and TRL's next shuffle would differ)."""
+    _, ours, trl_shapes, our_shapes = _compare(tmp_path, layer_drop_model)
+    _assert_savings(trl_shapes, our_shapes)
+    assert ours._draws == "same" and not ours._group_rows and not ours._deferred
+    assert any("draws random numbers" in note for note in ours._notes)
+
+
+def test_dropout_trains_whole_micro_batches(tmp_path, dropout_model):
+    """Dropout masks depend on the batch's shape: the savings are switched off (logged), so the update and the
+    random stream are TRL's."""
+    _, ours, trl_shapes, our_shapes = _compare(tmp_path, dropout_model)
+    assert our_shapes == trl_shapes
+    assert ours._draws == "shape" and any("disable_dropout" in note for note in ours._notes)
 
 
 def test_same_update_with_dynamic_rope(tmp_path, dynamic_rope_model):
@@ -705,3 +740,29 @@ def test_token_metrics_count_left_out_rows_as_unclipped():
         tm.logged_values(merged[1], clip=True, kl=False, entropy_name="entropy")["clip_ratio/low_min"]
     )
     assert merged[2, tm.PRESENT] == 0  # no row: nothing logged for it
+
+
+def test_training_draws_are_found_by_check_forwards(model_and_tokenizer):
+    from trl_drgrpo.training.randomness import training_draws
+
+    cpu = torch.device("cpu")
+
+    class Tiny(torch.nn.Module):
+        def __init__(self, draw=None):
+            super().__init__()
+            self.embed, self.draw = torch.nn.Embedding(512, 4), draw
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.embed(input_ids)
+            if self.training and self.draw is not None:
+                hidden = self.draw(hidden)
+            return type("Out", (), {"logits": hidden})
+
+    def skip_half(hidden):  # one draw per forward (layer drop)
+        return hidden if torch.rand([]) < 0.5 else 2 * hidden
+
+    models = [model_and_tokenizer[0], Tiny(), Tiny(skip_half), Tiny(torch.nn.Dropout(0.5))]
+    state = torch.get_rng_state()
+    # Qwen2 (attention dropout 0), no draw, one draw per forward, dropout
+    assert [training_draws(m, 512, cpu) for m in models] == ["none", "none", "same", "shape"]
+    assert torch.equal(state, torch.get_rng_state()), "the check must leave the generator as it was"

@@ -18,6 +18,7 @@ from trl.models.utils import disable_gradient_checkpointing
 
 from . import batching, token_metrics
 from .positions import length_dependent_rope, position_rule
+from .randomness import RandomDraws, generators_kept, training_draws
 
 logger = logging.get_logger(__name__)
 
@@ -43,16 +44,18 @@ class GradientTokensMixin:
         """Which savings of :mod:`training.batching` are exact here (``gradient_tokens_only``); log why one is off.
 
         Trimming all-padding columns is exact when the kept tokens keep TRL's positions (checked with a forward at
-        the first training step, :func:`positions.position_rule`) and, for right padding, when no rotary
+        the first rollout, :func:`positions.position_rule`) and, for right padding, when no rotary
         frequency depends on the sequence length. Leaving out zero-advantage rows is exact when such a row's loss
         is exactly 0 and the others' do not depend on it; grouping by length, when each row's weight in the
-        step's loss does not depend on which micro-batch it is in.
+        step's loss does not depend on which micro-batch it is in. All of them, when the training forward draws
+        no random numbers or the same for a cut micro-batch (:func:`randomness.training_draws`, same check).
         """
         on = bool(self.args.gradient_tokens_only)
         self._notes: set[str] = set()
         self._trim_batches = on
         self._trim_left = self._trim_right = on
-        self._positions: str | None = None  # the model's position rule, checked at the first training step
+        self._positions: str | None = None  # the model's position rule, checked at the first rollout
+        self._draws: RandomDraws | None = None  # its training forward's random draws, checked with them
         rope = length_dependent_rope(self.model)
         if on and rope:
             self._trim_right = False
@@ -138,7 +141,10 @@ class GradientTokensMixin:
         exact 1. Rows left out keep TRL's values (never read); micro-batches trained whole keep TRL's.
         """
         if self._positions is None:
-            self._check_positions(self.model)
+            self._check_model(self.model)
+        # With random draws a recomputation would use other numbers than TRL's forward did: keep TRL's values.
+        if self._draws != "none":
+            return
         slices = self._buffered_inputs
         decisions = self._agree_all(slices)
         checkpointing = disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs)
@@ -176,9 +182,12 @@ class GradientTokensMixin:
     def _generate_and_score_completions(self, inputs):
         """TRL's rollout; its full-width ``old_per_token_logps`` forward is left out where only the training reads
         them (then :meth:`_old_logps_as_trained` computes them for the trained rows and columns only)."""
+        if self._trim_batches and self.model.training and self._positions is None:
+            self._check_model(self.model)
         self._defer_old_logps = (
             self._trim_batches
             and self.model.training
+            and self._draws == "none"  # else leaving TRL's forward out would shift the random stream
             and self.beta == 0.0  # the only other forward of self.model here is the reference's
             and not (self.use_vllm and self.vllm_importance_sampling_correction)  # TRL's IS ratio reads them
         )
@@ -208,7 +217,9 @@ class GradientTokensMixin:
         if not (self._trim_batches and self.model.training) or return_outputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if self._positions is None:
-            self._check_positions(model)
+            self._check_model(model)
+        if not self._trim_batches:  # switched off by the check
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         whole, keep = self._agree(inputs)
         if whole:
             keys = batching.unsupported_keys(inputs) or "another process's"
@@ -234,12 +245,33 @@ class GradientTokensMixin:
         self._end_micro_batch()
         return loss if weight == 1.0 else loss * weight
 
-    def _check_positions(self, model: torch.nn.Module) -> None:
-        """Once, on every process: the model's position rule decides which columns may be cut (logged)."""
+    def _check_model(self, model: torch.nn.Module) -> None:
+        """Once, at the first rollout, on every process (check forwards that leave the random generators as they
+        were): the model's position rule decides which columns may be cut, its random draws which savings keep
+        TRL's random numbers (logged)."""
         config = getattr(self.model, "config", None)
         config = getattr(config, "text_config", None) or config
         vocab = getattr(config, "vocab_size", None) or self.model.get_input_embeddings().num_embeddings
-        self._positions = position_rule(model, vocab, self.accelerator.device) or "unknown"
+        device = self.accelerator.device
+        with generators_kept(device):
+            self._positions = position_rule(model, vocab, device) or "unknown"
+        self._draws = training_draws(model, vocab, device)
+        if self._draws == "shape":
+            self._trim_batches = self._skip_zero_rows = self._group_rows = self._rebuild_metrics = False
+            self._note(
+                "off: the model's training forward draws random numbers that depend on the batch's shape (dropout; "
+                "check forward), so a cut micro-batch would be trained with other random masks than TRL's; "
+                "disable_dropout: true makes the savings exact again"
+            )
+            return
+        if self._draws == "same":
+            self._group_rows = False
+            self._rebuild_metrics = self._skip_zero_rows
+            self._note(
+                "the model's training forward draws random numbers, the same for a cut micro-batch (check forward): "
+                "TRL's old log-probs are kept and micro-batches are not grouped by length (a moved row would get "
+                "another micro-batch's draws)"
+            )
         if self._positions == "mask":
             self._note(
                 "the model takes positions from the attention mask (checked): no position ids are passed"
