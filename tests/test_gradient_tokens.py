@@ -410,6 +410,14 @@ def test_same_update_with_dynamic_rope(tmp_path, dynamic_rope_model):
     )
 
 
+def test_same_update_with_gradient_checkpointing(tmp_path, model_and_tokenizer):
+    """The recipes' setting: checkpointed training forwards (the check forwards run without it, as TRL's no-grad
+    forwards)."""
+    _, ours, trl_shapes, our_shapes = _compare(tmp_path, model_and_tokenizer, gradient_checkpointing=True)
+    _assert_savings(trl_shapes, our_shapes)
+    assert ours._draws == "none" and ours.args.gradient_checkpointing
+
+
 def test_same_update_with_two_passes_per_rollout(tmp_path, model_and_tokenizer):
     _, ours, trl_shapes, our_shapes = _compare(tmp_path, model_and_tokenizer, num_iterations=2)
     _assert_savings(trl_shapes, our_shapes)

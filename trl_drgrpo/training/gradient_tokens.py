@@ -255,7 +255,8 @@ class GradientTokensMixin:
         device = self.accelerator.device
         with generators_kept(device):
             self._positions = position_rule(model, vocab, device) or "unknown"
-        self._draws = training_draws(model, vocab, device)
+        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            self._draws = training_draws(model, vocab, device)  # as TRL's no-grad forwards
         if self._draws == "shape":
             self._trim_batches = self._skip_zero_rows = self._group_rows = self._rebuild_metrics = False
             self._note(
