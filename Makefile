@@ -107,7 +107,7 @@ bias-lab-dose: ## Pre-registered dose-response of the length term (alpha 0, 0.25
 	HF_HUB_OFFLINE=1 $(PYTHON) -m trl_drgrpo.demo.lab --alphas 0,0.25,0.5,1 --seeds 2001,2002,2003,2004,2005,2006 --recipe recipes/lab/bias_lab_dose.yaml --output_dir outputs/bias-lab-dose $(ARGS)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m trl_drgrpo.demo.lab_dose outputs/bias-lab-dose
 
-bias-lab-slip: ## Pre-registered slip check (GRPO vs Dr. GRPO, slips at rate 0.3, seeds 3001-3010; CPU); report into outputs/bias-lab-slip
+bias-lab-slip: ## Pre-registered slip check (GRPO vs Dr. GRPO, slips at rate 0.3, seeds 3001-3010; CPU, 18 min on the loaded 2-core machine); report into outputs/bias-lab-slip
 	HF_HUB_OFFLINE=1 $(PYTHON) -m trl_drgrpo.demo.lab --arms grpo,drgrpo --seeds 3001,3002,3003,3004,3005,3006,3007,3008,3009,3010 --slip_rate 0.3 --output_dir outputs/bias-lab-slip $(ARGS)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m trl_drgrpo.demo.lab_slip_stats outputs/bias-lab-slip
 

@@ -106,3 +106,20 @@ def test_slip_counts_leave_out_other_wrong_answers():
     }
     m = rollout_mechanism(record)
     assert m["counts_slip"] == [1, 2] and m["counts_wrong"] == [2, 3]
+
+
+def test_committed_slip_runs_recompute_to_the_reported_figures():
+    data = json.loads((DOCS / "runs_slip.json").read_text())
+    assert len(data["runs"]) == 20 and data["preregistered"]["seeds"] == list(range(3001, 3011))
+    stats = slip.slip_statistics(data)
+    # docs/bias-lab.md: +0.772 +- 0.139 (SE), every GRPO run above every Dr. GRPO run: p = 2 / C(20, 10)
+    assert round(stats["primary"]["difference"], 3) == 0.772 and round(stats["primary"]["se"], 3) == 0.139
+    assert stats["primary"]["p"] == pytest.approx(2 / 184756) and stats["primary"]["held"]
+    assert round(stats["right"]["difference"], 3) == 0.015 and round(stats["right"]["p"], 2) == 0.73
+    assert not stats["right"]["held"] and stats["runs_below_slip_floor"] == ["drgrpo 3002"]
+    # lab_dose --recompute hands the slip file to this module
+    from trl_drgrpo.demo import lab_dose
+
+    assert (
+        lab_dose.main(["--recompute", str(DOCS / "runs_slip.json")])["primary"]["p"] == stats["primary"]["p"]
+    )

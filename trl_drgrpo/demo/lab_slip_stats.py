@@ -24,6 +24,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .lab_report import mean_std as mean_sd  # mean and sample SD
+from .lab_report import permutation_test
+
 PRIMARY = "drift_slip"
 RIGHT = "p_continue_right_end"
 #: per-run values kept in the committed data file
@@ -41,6 +44,8 @@ KEPT = (
     "greedy_accuracy",
 )
 ARMS = ("grpo", "drgrpo")
+#: manipulation check, pre-registered in docs/bias-lab.md: every run's end-window slip share at least this
+SLIP_SHARE_FLOOR = 0.25
 Z95 = 1.959964
 
 #: Inputs of the pre-registration, written 2026-12-07 22:40-22:50 UTC before any run with slips (N = 10 set at 22:49 from the timing of one 4-step smoke run) (sources inline).
@@ -61,15 +66,6 @@ PREREGISTRATION_INPUTS = {
 
 
 # ---------------------------------------------------------------- statistics (pure)
-def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample SD (0 for one value)."""
-    if not values:
-        raise ValueError("no values")
-    m = sum(values) / len(values)
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return m, sd
-
-
 def welch_se(a: Sequence[float], b: Sequence[float]) -> float:
     """Standard error of ``mean(a) - mean(b)`` (unpooled variances)."""
     return math.sqrt(mean_sd(a)[1] ** 2 / len(a) + mean_sd(b)[1] ** 2 / len(b))
@@ -113,8 +109,6 @@ def trajectory_variance(runs: Sequence[Mapping], window_responses: int, group: s
 
 def permutation_p(a: Sequence[float], b: Sequence[float]) -> float:
     """Exact two-sided permutation p of ``mean(a) - mean(b)`` (the lab's test, ``lab_report``)."""
-    from .lab_report import permutation_test
-
     return permutation_test(a, b)
 
 
@@ -271,6 +265,11 @@ def slip_statistics(data: Mapping) -> dict:
         end = entry.get(RIGHT)
         entry["right_end_inside"] = end is not None and band["low"] <= end["mean"] <= band["high"]
         out["arms"][arm] = entry
+    out["runs_below_slip_floor"] = [
+        f"{r['arm']} {r['seed']}"
+        for r in runs
+        if r.get("slip_rate_end") is not None and r["slip_rate_end"] < SLIP_SHARE_FLOOR
+    ]
     for name, key, spec in (("primary", PRIMARY, pre["primary"]), ("right", RIGHT, pre["right"])):
         a, b = values("grpo", key), values("drgrpo", key)
         diff, p = mean_sd(a)[0] - mean_sd(b)[0], permutation_p(a, b)
@@ -304,31 +303,41 @@ def slip_markdown(stats: Mapping) -> str:
     ):
         lines.append(
             f"| {name} | {s['predicted']:+.3f} ({s['low']:+.3f}, {s['high']:+.3f}) | {s['difference']:+.3f} ± "
-            f"{s['se']:.3f} | {s['p']:.4f} | {'yes' if s['held'] else 'no'} (sign {'+' if s['difference'] > 0 else '−'}, "
+            f"{s['se']:.3f} | {_p(s['p'])} | {'yes' if s['held'] else 'no'} (sign {'+' if s['difference'] > 0 else '−'}, "
             f"{'inside' if s['inside_interval'] else 'outside'} the interval) |"
         )
     lines += [
         "",
         "| arm | seeds | Δ log P(continue \\| slip) mean ± SD (SE) | P(continue \\| slip) start → end | "
-        "P(continue \\| right) end mean ± SD (SE) | slip share end mean (lowest run) |",
+        "P(continue \\| right) end mean ± SD (SE) (vs its predicted interval) | slip share end mean (lowest run) |",
         "|---|---|---|---|---|---|",
     ]
     for arm, e in stats["arms"].items():
         lines.append(
             f"| {arm} | {e['seeds']} | {_msd(e.get(PRIMARY), '+.3f')} | {_m(e.get('p_continue_slip_start'))} → "
             f"{_m(e.get('p_continue_slip_end'))} ({'inside' if e['slip_end_inside'] else 'outside'} the predicted "
-            f"interval) | {_msd(e.get(RIGHT), '.4f')} | {_m(e.get('slip_rate_end'))} ({_low(e.get('slip_rate_end'))}) |"
+            f"interval) | {_msd(e.get(RIGHT), '.4f')} ({'inside' if e['right_end_inside'] else 'outside'}) | {_m(e.get('slip_rate_end'))} ({_low(e.get('slip_rate_end'))}) |"
         )
     lines += [
         "",
         f"Tests: exact two-sided permutation tests over seeds, level {stats['level']}; a prediction holds if the "
         "difference has the predicted sign (+) and p <= level.",
+        f"Manipulation check (end-window slip share >= {SLIP_SHARE_FLOOR} in every run): "
+        + (
+            "held."
+            if not stats["runs_below_slip_floor"]
+            else f"failed in {', '.join(stats['runs_below_slip_floor'])}."
+        ),
     ]
     return "\n".join(lines) + "\n"
 
 
 def _m(stat: Mapping | None) -> str:
     return "-" if stat is None else f"{stat['mean']:.3f}"
+
+
+def _p(p: float) -> str:
+    return f"{p:.4f}" if p >= 1e-3 else f"{p:.1e}"
 
 
 def _low(stat: Mapping | None) -> str:
