@@ -46,7 +46,7 @@ EVAL = $(PYTHON) recipes/evaluate.py --benchmarks $(BENCHMARKS) --backend $(BACK
 RECIPE_NAME = $(basename $(notdir $(RECIPE)))
 RECIPE_MODEL = $(notdir $(patsubst %/,%,$(dir $(RECIPE))))
 
-.PHONY: help install install-gpu install-vllm test test-vllm cpu-rehearsal gpu-check download demo demo-sweep bias-lab bias-lab-dose train eval eval-templates ablation-bias ablation-templates bench
+.PHONY: help install install-gpu install-vllm test test-vllm cpu-rehearsal gpu-check download demo demo-sweep bias-lab bias-lab-dose bias-lab-slip train eval eval-templates ablation-bias ablation-templates bench
 
 help: ## List the targets and the variables they use
 	@echo "Targets:"
@@ -106,6 +106,10 @@ bias-lab: ## Pre-registered bias lab (decision task; GRPO vs Dr. GRPO x 8 seeds,
 bias-lab-dose: ## Pre-registered dose-response of the length term (alpha 0, 0.25, 0.5, 1 x seeds 2001-2006; CPU); report into outputs/bias-lab-dose
 	HF_HUB_OFFLINE=1 $(PYTHON) -m trl_drgrpo.demo.lab --alphas 0,0.25,0.5,1 --seeds 2001,2002,2003,2004,2005,2006 --recipe recipes/lab/bias_lab_dose.yaml --output_dir outputs/bias-lab-dose $(ARGS)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m trl_drgrpo.demo.lab_dose outputs/bias-lab-dose
+
+bias-lab-slip: ## Pre-registered slip check (GRPO vs Dr. GRPO, slips at rate 0.3, seeds 3001-3010; CPU, 18 min on the loaded 2-core machine); report into outputs/bias-lab-slip
+	HF_HUB_OFFLINE=1 $(PYTHON) -m trl_drgrpo.demo.lab --arms grpo,drgrpo --seeds 3001,3002,3003,3004,3005,3006,3007,3008,3009,3010 --slip_rate 0.3 --output_dir outputs/bias-lab-slip $(ARGS)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m trl_drgrpo.demo.lab_slip_stats outputs/bias-lab-slip
 
 train: ## Train a recipe: make train RECIPE=recipes/<model>/<exp>.yaml [NUM_PROCESSES=8 ACCELERATE_CONFIG=... ARGS="--field value"]
 	$(LAUNCH) recipes/train.py --config $(RECIPE) $(ARGS)

@@ -173,6 +173,14 @@ def test_rollout_mechanism_and_run_numbers():
     assert numbers["drift_measured"] == pytest.approx(math.log(8.5 / 9) - math.log(4.5 / 9))
     assert numbers["drift_predicted_signal"] == pytest.approx(2.0 * m["pred_drift"])
     assert mechanism_numbers([], 2) == {}
+    # slips (gold + 1 = 13): both wrong answers here are slips, so the slip drift equals the wrong one
+    assert m["counts_slip"] == [2, 4]
+    later = {**later, "counts_slip": [3, 4]}  # one of the 4 wrong answers is not a slip
+    numbers = mechanism_numbers([m, m, later, later], window=2)
+    assert numbers["drift_slip"] == pytest.approx(math.log(6.5 / 9) - math.log(4.5 / 9))
+    assert numbers["p_continue_slip_start"] == 0.5 and numbers["p_continue_slip_end"] == 0.75
+    no_slips = [{**m, "counts_slip": [0, 0]}] * 2  # a run without slips has no slip drift
+    assert "drift_slip" not in mechanism_numbers(no_slips, window=1)
 
 
 def test_result_first_solutions_show_the_slip_and_parse():

@@ -315,6 +315,10 @@ def main(argv: list[str] | None = None) -> dict:
         return data
     if args.recompute:
         data = json.loads(Path(args.recompute).read_text())
+        if "slip_rate" in data.get("preregistered", {}):  # the slip experiment's file
+            from .lab_slip_stats import main as slip_main
+
+            return slip_main(["--recompute", args.recompute])
         stats = v2_statistics(data) if "drift_measured" in data else dose_statistics(data)
         if "table" in stats:
             print(dose_markdown(stats))

@@ -229,6 +229,8 @@ def rollout_mechanism(record: Mapping, threshold: float = 0.5) -> dict:
     out["tokens_wrong_continue"] = sum(wrong_cont) / len(wrong_cont) if wrong_cont else None
     out["tokens_wrong_stop"] = sum(wrong_stop) / len(wrong_stop) if wrong_stop else None
     out["counts_wrong"] = [len(wrong_cont), len(wrong_cont) + len(wrong_stop)]
+    slips = [s for s in structures if s.slip]
+    out["counts_slip"] = [sum(s.continued for s in slips), len(slips)]
     shares = bucket_shares(
         record["rewards"], record["advantages"], weights, record["lengths"], record["group_size"], threshold
     )

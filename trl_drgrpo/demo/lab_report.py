@@ -256,9 +256,13 @@ def mechanism_numbers(steps: Sequence[Mapping], window: int) -> dict[str, float 
         ),
         "signal_per_step": sum(s["pred_drift"] for s in steps) / len(steps),
     }
+    slips = [s.get("counts_slip", [0, 0]) for s in steps]  # records older than the slip option: none
+    if any(c[1] for c in slips):  # the same drift after a slip (gold + 1), for runs with --slip_rate
+        out["p_continue_slip_start"] = pooled_rate(slips[:w])
+        out["p_continue_slip_end"] = pooled_rate(slips[-w:])
+        out["drift_slip"] = log_drift(slips, window)
     for key in (
         "p_continue_right",
-        "p_continue_slip",
         "wrong_rate",
         "slip_rate",
         "fillers_after_wrong",
