@@ -493,6 +493,25 @@ def test_trl_metrics_with_forced_clipping(tmp_path, model_and_tokenizer):
     _assert_trl_metrics(trl, ours, rows_left_out=True)
 
 
+def test_trl_metrics_when_some_micro_batches_are_trained_whole(tmp_path, model_and_tokenizer, monkeypatch):
+    """The first rollout carries a key that cannot be sliced (as TRL's image keys): its micro-batches are trained
+    whole, the second rollout's are cut. Metrics keep one name and TRL's values in both (no `entropy` from the
+    whole ones next to `drgrpo/trained_entropy` from the others)."""
+    score = DrGRPOTrainer._generate_and_score_completions
+
+    def with_odd_key(self, inputs):
+        output = score(self, inputs)
+        if self.state.global_step == 0:
+            output["odd_key"] = torch.zeros(output["completion_ids"].size(0))
+        return output
+
+    monkeypatch.setattr(DrGRPOTrainer, "_generate_and_score_completions", with_odd_key)
+    trl, ours, trl_shapes, our_shapes = _compare(tmp_path, model_and_tokenizer)  # two rollouts
+    half = len(trl_shapes) // 2
+    assert our_shapes[:half] == trl_shapes[:half] and our_shapes[half:] != trl_shapes[half:]
+    _assert_trl_metrics(trl, ours, rows_left_out=True)
+
+
 def test_trl_metrics_with_kl_and_grouping(tmp_path, model_and_tokenizer):
     """beta > 0: no row left out, micro-batches grouped by length: `entropy` and `kl` are TRL's values."""
     trl, ours, *_ = _compare(tmp_path, model_and_tokenizer, beta=0.5, num_iterations=2, epsilon=0.02)

@@ -224,14 +224,14 @@ class GradientTokensMixin:
         if whole:
             keys = batching.unsupported_keys(inputs) or "another process's"
             self._note(f"micro-batches are trained whole (on every process): cannot slice keys {keys}")
-            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            self._step_tokens.append((1.0, 1.0))
-            self._end_micro_batch()
-            return loss
+            keep = batching.row_count(inputs)
         trained, weight = self._rows_to_train(inputs, keep)
-        batch, offset = batching.trim_padding(
-            batching.select_rows(inputs, trained), left=self._trim_left, right=self._trim_right
-        )
+        if whole:
+            batch, offset = inputs, 0
+        else:
+            batch, offset = batching.trim_padding(
+                batching.select_rows(inputs, trained), left=self._trim_left, right=self._trim_right
+            )
         self._captured = []
         try:
             with position_offset(model, offset if self._positions == "arange" else 0):
@@ -239,7 +239,7 @@ class GradientTokensMixin:
             captured = self._captured
         finally:
             self._captured = None
-        if self._rebuild_metrics and len(captured) == 1:
+        if self._rebuild_metrics and len(captured) == 1:  # also for whole ones: one metric name per run
             self._record_rows(inputs, batch, trained, *captured[0])
         self._step_tokens.append((batching.token_count(batch), batching.token_count(inputs)))
         self._end_micro_batch()
