@@ -224,11 +224,10 @@ class GradientTokensMixin:
         if whole:
             keys = batching.unsupported_keys(inputs) or "another process's"
             self._note(f"micro-batches are trained whole (on every process): cannot slice keys {keys}")
-            keep = batching.row_count(inputs)
-        trained, weight = self._rows_to_train(inputs, keep)
-        if whole:
+            trained, weight = self._rows_to_train(inputs, batching.row_count(inputs))
             batch, offset = inputs, 0
         else:
+            trained, weight = self._rows_to_train(inputs, keep)
             batch, offset = batching.trim_padding(
                 batching.select_rows(inputs, trained), left=self._trim_left, right=self._trim_right
             )
